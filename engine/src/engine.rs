@@ -1,0 +1,1037 @@
+//! The engine: sales spread over shards, the admission path, order life cycle,
+//! expiry and replay.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicU8, Ordering as StdOrdering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::event::{Event, EventSink};
+use crate::gate;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::types::*;
+
+const STATUS_OPEN: u8 = 0;
+const STATUS_PAUSED: u8 = 1;
+const STATUS_ENDED: u8 = 2;
+
+/// Marks an idempotency entry whose admission is being decided right now.
+const IDEM_PENDING: u64 = u64::MAX;
+
+/// Multiplicative hasher for keys the engine assigns itself (order ids). Keys a
+/// client chooses (user ids) keep std's randomly keyed SipHash against
+/// hash flooding.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type IdBuild = BuildHasherDefault<IdHasher>;
+
+/// FNV-1a of the SKU: picks its shard. Deterministic so a given SKU lands on
+/// the same shard on every start with the same shard count.
+fn sku_hash(sku: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in sku.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Engine tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Number of shards, at least 1.
+    pub shards: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+        }
+    }
+}
+
+/// One sale. The fields a purchase reads and writes sit on their own cache
+/// lines so a hot SKU's gate does not share a line with its bookkeeping.
+pub(crate) struct Sale {
+    ordinal: u32,
+    shard: u32,
+    sku: Arc<str>,
+    per_user_limit: u32,
+    starts_at_ms: Option<u64>,
+    ends_at_ms: Option<u64>,
+    reservation_ttl_ms: u64,
+    /// Units not held by any reserved or paid order: the stock gate.
+    remaining: CachePadded<AtomicU64>,
+    /// Next order sequence of this sale.
+    next_seq: CachePadded<AtomicU64>,
+    /// Units in paid orders.
+    paid: AtomicU64,
+    /// Initial stock plus every top-up.
+    total: AtomicU64,
+    status: AtomicU8,
+    /// Serialises operator actions (top-up, pause, resume, end) with their
+    /// events so the log orders them as they happened. Never taken by buyers.
+    admin: Mutex<()>,
+}
+
+impl Sale {
+    fn view(&self, now_ms: u64) -> SaleView {
+        let total = self.total.load(Ordering::Acquire);
+        let paid = self.paid.load(Ordering::Acquire);
+        let remaining = self.remaining.load(Ordering::Acquire);
+        let reserved = total.saturating_sub(remaining).saturating_sub(paid);
+        let phase = match self.status.load(StdOrdering::Acquire) {
+            STATUS_ENDED => SalePhase::Ended,
+            _ if self.ends_at_ms.is_some_and(|end| now_ms >= end) => SalePhase::Ended,
+            _ if self.starts_at_ms.is_some_and(|start| now_ms < start) => SalePhase::Scheduled,
+            STATUS_PAUSED => SalePhase::Paused,
+            _ if remaining == 0 => SalePhase::SoldOut,
+            _ => SalePhase::Open,
+        };
+        SaleView {
+            sku: self.sku.clone(),
+            stock: total,
+            remaining,
+            reserved,
+            paid,
+            per_user_limit: self.per_user_limit,
+            starts_at_ms: self.starts_at_ms,
+            ends_at_ms: self.ends_at_ms,
+            reservation_ttl_ms: self.reservation_ttl_ms,
+            phase,
+        }
+    }
+
+    /// The gate a purchase passes before any shared write. Reads only.
+    #[inline]
+    fn check_open(&self, now_ms: u64) -> Result<(), Rejection> {
+        match self.status.load(StdOrdering::Acquire) {
+            STATUS_ENDED => return Err(Rejection::Ended),
+            STATUS_PAUSED => return Err(Rejection::Paused),
+            _ => {}
+        }
+        if self.ends_at_ms.is_some_and(|end| now_ms >= end) {
+            return Err(Rejection::Ended);
+        }
+        if self.starts_at_ms.is_some_and(|start| now_ms < start) {
+            return Err(Rejection::NotStarted);
+        }
+        Ok(())
+    }
+}
+
+/// Fixed-size state of one order (40 bytes).
+#[derive(Clone, Copy, Debug)]
+struct Order {
+    user_id: u64,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    qty: u32,
+    state: OrderState,
+}
+
+/// A shard owns its SKUs, their orders, the per-(SKU, user) counters and the
+/// expiry queue of those orders. Idempotency records live in the shard of the
+/// user who made the request.
+struct Shard {
+    sales: ArcSwap<HashMap<Arc<str>, Arc<Sale>, IdBuild>>,
+    orders: DashMap<u64, Order, IdBuild>,
+    /// Units each user holds (reserved + paid) per sale ordinal. Entries at 0
+    /// are removed so the map is bounded by live holdings.
+    holdings: DashMap<(u32, u64), AtomicU32>,
+    /// (user, request id) → order id, or `IDEM_PENDING` while being decided.
+    idempotency: DashMap<(u64, u64), u64>,
+    /// Admissions not yet moved into `expiry_heap`: producers push here without
+    /// a lock; only the expiry tick takes the heap's lock.
+    expiry_incoming: SegQueue<(u64, u64)>,
+    expiry_heap: Mutex<BinaryHeap<Reverse<(u64, u64)>>>,
+}
+
+impl Shard {
+    fn new() -> Shard {
+        Shard {
+            sales: ArcSwap::from_pointee(HashMap::default()),
+            orders: DashMap::default(),
+            holdings: DashMap::new(),
+            idempotency: DashMap::new(),
+            expiry_incoming: SegQueue::new(),
+            expiry_heap: Mutex::new(BinaryHeap::new()),
+        }
+    }
+
+    /// Releases `qty` of `user`'s holding in sale `ordinal`, dropping the
+    /// entry at zero. Removal takes the map's write lock, so no thread is in
+    /// the middle of `try_hold` on that counter when it goes.
+    fn release_holding(&self, ordinal: u32, user_id: u64, qty: u32) {
+        let key = (ordinal, user_id);
+        let entry = self.holdings.get(&key);
+        let held = entry.expect("a released holding exists");
+        gate::release(&held, qty);
+        drop(held);
+        self.holdings
+            .remove_if(&key, |_, held| held.load(Ordering::Acquire) == 0);
+    }
+
+    fn try_hold(&self, ordinal: u32, user_id: u64, qty: u32, limit: u32) -> bool {
+        let key = (ordinal, user_id);
+        if let Some(held) = self.holdings.get(&key) {
+            return gate::try_hold(&held, qty, limit);
+        }
+        let held = self
+            .holdings
+            .entry(key)
+            .or_insert_with(|| AtomicU32::new(0))
+            .downgrade();
+        let ok = gate::try_hold(&held, qty, limit);
+        drop(held);
+        if !ok {
+            self.holdings
+                .remove_if(&key, |_, held| held.load(Ordering::Acquire) == 0);
+        }
+        ok
+    }
+}
+
+/// The flash-sale engine. Shareable across threads (`&Engine` everywhere);
+/// every operation takes the time and an event sink from the caller.
+pub struct Engine {
+    shards: Box<[Shard]>,
+    /// Sales by ordinal, for order-id lookups.
+    by_ordinal: ArcSwap<Vec<Arc<Sale>>>,
+    /// Serialises sale creation (rare) so ordinals are dense and logged in order.
+    create_lock: Mutex<()>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        let shards = config.shards.max(1);
+        Engine {
+            shards: (0..shards).map(|_| Shard::new()).collect(),
+            by_ordinal: ArcSwap::from_pointee(Vec::new()),
+            create_lock: Mutex::new(()),
+        }
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    fn shard_of_sku(&self, sku: &str) -> u32 {
+        (sku_hash(sku) % self.shards.len() as u64) as u32
+    }
+
+    fn shard_of_user(&self, user_id: u64) -> &Shard {
+        // A cheap mix so consecutive user ids spread over shards.
+        let h = user_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    fn find_sale(&self, sku: &str) -> Option<Arc<Sale>> {
+        let shard = &self.shards[self.shard_of_sku(sku) as usize];
+        shard.sales.load().get(sku).cloned()
+    }
+
+    fn sale_by_ordinal(&self, ordinal: u32) -> Option<Arc<Sale>> {
+        self.by_ordinal.load().get(ordinal as usize).cloned()
+    }
+
+    /// Creates a sale.
+    pub fn create_sale(
+        &self,
+        spec: SaleSpec,
+        mut sink: impl EventSink,
+    ) -> Result<SaleView, CreateSaleError> {
+        validate_sku(&spec.sku).map_err(CreateSaleError::InvalidSku)?;
+        if spec.per_user_limit == 0 || spec.per_user_limit > QTY_MAX {
+            return Err(CreateSaleError::InvalidLimit);
+        }
+        if spec.stock > STOCK_MAX {
+            return Err(CreateSaleError::StockTooLarge);
+        }
+        if let (Some(start), Some(end)) = (spec.starts_at_ms, spec.ends_at_ms) {
+            if end <= start {
+                return Err(CreateSaleError::InvalidWindow);
+            }
+        }
+        if spec.reservation_ttl_ms == 0 || spec.reservation_ttl_ms > RESERVATION_TTL_MAX_MS {
+            return Err(CreateSaleError::InvalidTtl);
+        }
+        let _guard = self.create_lock.lock();
+        if self.find_sale(&spec.sku).is_some() {
+            return Err(CreateSaleError::Exists);
+        }
+        let ordinal = self.by_ordinal.load().len() as u32;
+        if ordinal >= SALES_MAX {
+            return Err(CreateSaleError::TooManySales);
+        }
+        let event = Event::SaleCreated {
+            ordinal,
+            sku: spec.sku.clone(),
+            stock: spec.stock,
+            per_user_limit: spec.per_user_limit,
+            starts_at_ms: spec.starts_at_ms,
+            ends_at_ms: spec.ends_at_ms,
+            reservation_ttl_ms: spec.reservation_ttl_ms,
+        };
+        sink.emit(&event).map_err(CreateSaleError::Unavailable)?;
+        let sale = self.install_sale(ordinal, &spec);
+        Ok(sale.view(0))
+    }
+
+    /// Publishes a new sale. Caller holds `create_lock` (or is replaying).
+    fn install_sale(&self, ordinal: u32, spec: &SaleSpec) -> Arc<Sale> {
+        let shard_index = self.shard_of_sku(&spec.sku);
+        let sale = Arc::new(Sale {
+            ordinal,
+            shard: shard_index,
+            sku: Arc::from(spec.sku.as_str()),
+            per_user_limit: spec.per_user_limit,
+            starts_at_ms: spec.starts_at_ms,
+            ends_at_ms: spec.ends_at_ms,
+            reservation_ttl_ms: spec.reservation_ttl_ms,
+            remaining: CachePadded::new(AtomicU64::new(spec.stock)),
+            next_seq: CachePadded::new(AtomicU64::new(0)),
+            paid: AtomicU64::new(0),
+            total: AtomicU64::new(spec.stock),
+            status: AtomicU8::new(STATUS_OPEN),
+            admin: Mutex::new(()),
+        });
+        let shard = &self.shards[shard_index as usize];
+        let mut sales = HashMap::clone(&shard.sales.load());
+        sales.insert(sale.sku.clone(), sale.clone());
+        shard.sales.store(Arc::new(sales));
+        let mut all = Vec::clone(&self.by_ordinal.load());
+        assert_eq!(all.len(), ordinal as usize);
+        all.push(sale.clone());
+        self.by_ordinal.store(Arc::new(all));
+        sale
+    }
+
+    fn sale_for_op(&self, sku: &str) -> Result<Arc<Sale>, SaleOpError> {
+        validate_sku(sku).map_err(SaleOpError::InvalidSku)?;
+        self.find_sale(sku).ok_or(SaleOpError::UnknownSku)
+    }
+
+    /// Adds stock to a sale that has not ended.
+    pub fn add_stock(
+        &self,
+        sku: &str,
+        add: u64,
+        now_ms: u64,
+        mut sink: impl EventSink,
+    ) -> Result<SaleView, SaleOpError> {
+        let sale = self.sale_for_op(sku)?;
+        if add == 0 {
+            return Err(SaleOpError::ZeroAdd);
+        }
+        let _guard = sale.admin.lock();
+        if sale.status.load(StdOrdering::Acquire) == STATUS_ENDED {
+            return Err(SaleOpError::Ended);
+        }
+        let total = sale.total.load(Ordering::Acquire);
+        match total.checked_add(add) {
+            Some(t) if t <= STOCK_MAX => {}
+            _ => return Err(SaleOpError::StockOverflow),
+        }
+        sink.emit(&Event::StockAdded {
+            ordinal: sale.ordinal,
+            add,
+        })
+        .map_err(SaleOpError::Unavailable)?;
+        // Total first: a reader then never sees remaining above total.
+        sale.total.fetch_add(add, Ordering::AcqRel);
+        gate::give_back(&sale.remaining, add);
+        Ok(sale.view(now_ms))
+    }
+
+    /// Pauses a sale; purchases are rejected as `paused` until resumed.
+    pub fn pause(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+        self.set_status(sku, STATUS_PAUSED, now_ms, sink)
+    }
+
+    pub fn resume(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+        self.set_status(sku, STATUS_OPEN, now_ms, sink)
+    }
+
+    /// Ends a sale for good. Reserved orders may still be paid or cancelled.
+    pub fn end(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+        self.set_status(sku, STATUS_ENDED, now_ms, sink)
+    }
+
+    fn set_status(
+        &self,
+        sku: &str,
+        status: u8,
+        now_ms: u64,
+        mut sink: impl EventSink,
+    ) -> Result<SaleView, SaleOpError> {
+        let sale = self.sale_for_op(sku)?;
+        let _guard = sale.admin.lock();
+        let current = sale.status.load(StdOrdering::Acquire);
+        if current == status {
+            // Repeating an action is idempotent and logs nothing.
+            return Ok(sale.view(now_ms));
+        }
+        if current == STATUS_ENDED {
+            return Err(SaleOpError::Ended);
+        }
+        let ordinal = sale.ordinal;
+        let event = match status {
+            STATUS_OPEN => Event::Resumed { ordinal },
+            STATUS_PAUSED => Event::Paused { ordinal },
+            _ => Event::Ended { ordinal },
+        };
+        sink.emit(&event).map_err(SaleOpError::Unavailable)?;
+        sale.status.store(status, StdOrdering::Release);
+        Ok(sale.view(now_ms))
+    }
+
+    pub fn sale(&self, sku: &str, now_ms: u64) -> Option<SaleView> {
+        validate_sku(sku).ok()?;
+        self.find_sale(sku).map(|sale| sale.view(now_ms))
+    }
+
+    /// Every sale, in creation order.
+    pub fn sales(&self, now_ms: u64) -> Vec<SaleView> {
+        self.by_ordinal.load().iter().map(|s| s.view(now_ms)).collect()
+    }
+
+    /// Decides one purchase.
+    ///
+    /// Order of checks: cheap validation, the sale's status, a replay of an
+    /// earlier admission, then the read-only sold-out check, and only then the
+    /// shared writes (idempotency claim, user quota, stock gate, order).
+    pub fn purchase(
+        &self,
+        sku: &str,
+        user_id: u64,
+        qty: u32,
+        request_id: Option<u64>,
+        now_ms: u64,
+        mut sink: impl EventSink,
+    ) -> PurchaseOutcome {
+        use PurchaseOutcome::Rejected;
+        if qty == 0 || qty > QTY_MAX {
+            return Rejected(Rejection::InvalidQuantity);
+        }
+        if validate_sku(sku).is_err() {
+            return Rejected(Rejection::InvalidSku);
+        }
+        let shard = &self.shards[self.shard_of_sku(sku) as usize];
+        let sales = shard.sales.load();
+        let Some(sale) = sales.get(sku) else {
+            return Rejected(Rejection::UnknownSku);
+        };
+        if let Some(request_id) = request_id {
+            // A retry of an admitted request gets its admission back even
+            // after the sale sold out or ended, so this comes first.
+            let idem = self.shard_of_user(user_id);
+            if let Some(order_id) = idem.idempotency.get(&(user_id, request_id)).map(|v| *v) {
+                return self.replay(sale, shard, order_id, user_id, qty);
+            }
+        }
+        if let Err(rejection) = sale.check_open(now_ms) {
+            return Rejected(rejection);
+        }
+        if qty > sale.per_user_limit {
+            return Rejected(Rejection::LimitExceeded);
+        }
+        // The sold-out fast path: one shared read, no writes.
+        if sale.remaining.load(Ordering::Acquire) < u64::from(qty) {
+            return Rejected(Rejection::SoldOut);
+        }
+
+        let idem_shard = self.shard_of_user(user_id);
+        if let Some(request_id) = request_id {
+            match idem_shard.idempotency.entry((user_id, request_id)) {
+                Entry::Occupied(entry) => {
+                    let order_id = *entry.get();
+                    drop(entry);
+                    return self.replay(sale, shard, order_id, user_id, qty);
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(IDEM_PENDING);
+                }
+            }
+        }
+        let outcome = self.admit(sale, shard, user_id, qty, request_id, now_ms, &mut sink);
+        if let Some(request_id) = request_id {
+            let key = (user_id, request_id);
+            match outcome {
+                PurchaseOutcome::Admitted(admission) => {
+                    idem_shard.idempotency.insert(key, admission.order_id.0);
+                }
+                // A rejection is not remembered: a repeat is decided again.
+                _ => {
+                    idem_shard.idempotency.remove(&key);
+                }
+            }
+        }
+        outcome
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        sale: &Sale,
+        shard: &Shard,
+        user_id: u64,
+        qty: u32,
+        request_id: Option<u64>,
+        now_ms: u64,
+        sink: &mut impl EventSink,
+    ) -> PurchaseOutcome {
+        use PurchaseOutcome::Rejected;
+        if !shard.try_hold(sale.ordinal, user_id, qty, sale.per_user_limit) {
+            return Rejected(Rejection::LimitExceeded);
+        }
+        if !gate::try_take(&sale.remaining, u64::from(qty)) {
+            shard.release_holding(sale.ordinal, user_id, qty);
+            return Rejected(Rejection::SoldOut);
+        }
+        let seq = sale.next_seq.fetch_add(1, Ordering::AcqRel);
+        let order_id = OrderId::new(sale.ordinal, seq);
+        let expires_at_ms = now_ms.saturating_add(sale.reservation_ttl_ms);
+        let event = Event::Admitted {
+            order_id: order_id.0,
+            user_id,
+            qty,
+            request_id,
+            created_at_ms: now_ms,
+            expires_at_ms,
+        };
+        if let Err(err) = sink.emit(&event) {
+            // Not logged, so not admitted: put everything back. The order id
+            // is burned, which is harmless (ids need only be unique).
+            gate::give_back(&sale.remaining, u64::from(qty));
+            shard.release_holding(sale.ordinal, user_id, qty);
+            return Rejected(Rejection::Unavailable(err));
+        }
+        // The order becomes visible only after its event is queued, so any
+        // later pay, cancel or expiry of it is logged after the admission.
+        shard.orders.insert(
+            order_id.0,
+            Order {
+                user_id,
+                created_at_ms: now_ms,
+                expires_at_ms,
+                qty,
+                state: OrderState::Reserved,
+            },
+        );
+        shard.expiry_incoming.push((expires_at_ms, order_id.0));
+        PurchaseOutcome::Admitted(Admission {
+            order_id,
+            user_id,
+            qty,
+            created_at_ms: now_ms,
+            expires_at_ms,
+        })
+    }
+
+    fn replay(&self, sale: &Sale, shard: &Shard, order_id: u64, user_id: u64, qty: u32) -> PurchaseOutcome {
+        if order_id == IDEM_PENDING {
+            return PurchaseOutcome::Rejected(Rejection::InProgress);
+        }
+        let id = OrderId(order_id);
+        if id.ordinal() != sale.ordinal {
+            return PurchaseOutcome::Rejected(Rejection::RequestIdReused);
+        }
+        let order = match shard.orders.get(&order_id) {
+            Some(order) => *order,
+            // Recorded as done, so its order exists; being wrong here would
+            // be a bug, but a retry is the safe answer for the client.
+            None => return PurchaseOutcome::Rejected(Rejection::InProgress),
+        };
+        if order.qty != qty {
+            return PurchaseOutcome::Rejected(Rejection::RequestIdReused);
+        }
+        debug_assert_eq!(order.user_id, user_id);
+        PurchaseOutcome::Replayed(Admission {
+            order_id: id,
+            user_id,
+            qty,
+            created_at_ms: order.created_at_ms,
+            expires_at_ms: order.expires_at_ms,
+        })
+    }
+
+    fn order_home(&self, order_id: OrderId) -> Option<(Arc<Sale>, &Shard)> {
+        let sale = self.sale_by_ordinal(order_id.ordinal())?;
+        let shard = &self.shards[sale.shard as usize];
+        Some((sale, shard))
+    }
+
+    fn view_of(sale: &Sale, order_id: OrderId, order: &Order) -> OrderView {
+        OrderView {
+            order_id,
+            sku: sale.sku.clone(),
+            user_id: order.user_id,
+            qty: order.qty,
+            state: order.state,
+            created_at_ms: order.created_at_ms,
+            expires_at_ms: order.expires_at_ms,
+        }
+    }
+
+    pub fn order(&self, order_id: OrderId) -> Option<OrderView> {
+        let (sale, shard) = self.order_home(order_id)?;
+        let order = *shard.orders.get(&order_id.0)?;
+        Some(Self::view_of(&sale, order_id, &order))
+    }
+
+    /// Confirms payment. Repeating it is idempotent. An expired order is paid
+    /// only if its units can be taken again within stock and the user's limit.
+    pub fn pay(&self, order_id: OrderId, now_ms: u64, mut sink: impl EventSink) -> OrderOutcome {
+        use OrderOutcome::{Done, Rejected};
+        let Some((sale, shard)) = self.order_home(order_id) else {
+            return Rejected(OrderRejection::UnknownOrder);
+        };
+        // The entry's write lock orders this change and its event against any
+        // other change to the same order.
+        let Some(mut order) = shard.orders.get_mut(&order_id.0) else {
+            return Rejected(OrderRejection::UnknownOrder);
+        };
+        let retaken = match order.state {
+            OrderState::Paid => {
+                return Done {
+                    order: Self::view_of(&sale, order_id, &order),
+                    changed: false,
+                }
+            }
+            OrderState::Cancelled => return Rejected(OrderRejection::Cancelled),
+            OrderState::Reserved => false,
+            OrderState::Expired => {
+                if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit) {
+                    return Rejected(OrderRejection::Expired);
+                }
+                if !gate::try_take(&sale.remaining, u64::from(order.qty)) {
+                    shard.release_holding(sale.ordinal, order.user_id, order.qty);
+                    return Rejected(OrderRejection::Expired);
+                }
+                true
+            }
+        };
+        let event = Event::Paid {
+            order_id: order_id.0,
+            at_ms: now_ms,
+            retaken,
+        };
+        if let Err(err) = sink.emit(&event) {
+            if retaken {
+                gate::give_back(&sale.remaining, u64::from(order.qty));
+                shard.release_holding(sale.ordinal, order.user_id, order.qty);
+            }
+            return Rejected(OrderRejection::Unavailable(err));
+        }
+        order.state = OrderState::Paid;
+        sale.paid.fetch_add(u64::from(order.qty), Ordering::AcqRel);
+        Done {
+            order: Self::view_of(&sale, order_id, &order),
+            changed: true,
+        }
+    }
+
+    /// Cancels a reserved order of `user_id`, returning its units. Repeating
+    /// it is idempotent; another user's order is "unknown".
+    pub fn cancel(
+        &self,
+        order_id: OrderId,
+        user_id: u64,
+        now_ms: u64,
+        mut sink: impl EventSink,
+    ) -> OrderOutcome {
+        use OrderOutcome::{Done, Rejected};
+        let Some((sale, shard)) = self.order_home(order_id) else {
+            return Rejected(OrderRejection::UnknownOrder);
+        };
+        let Some(mut order) = shard.orders.get_mut(&order_id.0) else {
+            return Rejected(OrderRejection::UnknownOrder);
+        };
+        if order.user_id != user_id {
+            return Rejected(OrderRejection::UnknownOrder);
+        }
+        match order.state {
+            OrderState::Reserved => {}
+            OrderState::Cancelled => {
+                return Done {
+                    order: Self::view_of(&sale, order_id, &order),
+                    changed: false,
+                }
+            }
+            OrderState::Paid => return Rejected(OrderRejection::Paid),
+            OrderState::Expired => return Rejected(OrderRejection::Expired),
+        }
+        let event = Event::Cancelled {
+            order_id: order_id.0,
+            at_ms: now_ms,
+        };
+        if let Err(err) = sink.emit(&event) {
+            return Rejected(OrderRejection::Unavailable(err));
+        }
+        // Logged before the units return: a buyer who gets them is logged after.
+        order.state = OrderState::Cancelled;
+        let view = Self::view_of(&sale, order_id, &order);
+        drop(order);
+        gate::give_back(&sale.remaining, u64::from(view.qty));
+        shard.release_holding(sale.ordinal, view.user_id, view.qty);
+        Done {
+            order: view,
+            changed: true,
+        }
+    }
+
+    /// Expires every reserved order whose TTL has passed by `now_ms`, returning
+    /// its units. Cost is proportional to the orders that come due (plus the
+    /// admissions since the last tick, moved into the heap).
+    pub fn expire_due(&self, now_ms: u64, mut sink: impl EventSink) -> ExpireReport {
+        let mut report = ExpireReport::default();
+        for shard in self.shards.iter() {
+            // Another thread is expiring this shard: it will do the work.
+            let Some(mut heap) = shard.expiry_heap.try_lock() else {
+                continue;
+            };
+            while let Some(entry) = shard.expiry_incoming.pop() {
+                heap.push(Reverse(entry));
+            }
+            while let Some(&Reverse((expires_at_ms, order_id))) = heap.peek() {
+                if expires_at_ms > now_ms {
+                    break;
+                }
+                let id = OrderId(order_id);
+                let sale = self
+                    .sale_by_ordinal(id.ordinal())
+                    .expect("an order's sale exists");
+                let Some(mut order) = shard.orders.get_mut(&order_id) else {
+                    heap.pop();
+                    continue;
+                };
+                if order.state != OrderState::Reserved {
+                    // Paid or cancelled in time: nothing to do.
+                    drop(order);
+                    heap.pop();
+                    continue;
+                }
+                let event = Event::Expired {
+                    order_id,
+                    at_ms: now_ms,
+                };
+                if sink.emit(&event).is_err() {
+                    report.deferred = true;
+                    return report;
+                }
+                heap.pop();
+                order.state = OrderState::Expired;
+                let (qty, user) = (order.qty, order.user_id);
+                drop(order);
+                gate::give_back(&sale.remaining, u64::from(qty));
+                shard.release_holding(sale.ordinal, user, qty);
+                report.expired += 1;
+            }
+        }
+        report
+    }
+
+    /// Number of orders held (all states).
+    pub fn order_count(&self) -> u64 {
+        self.shards.iter().map(|s| s.orders.len() as u64).sum()
+    }
+
+    /// Applies one logged event to rebuild state, without re-deciding it.
+    ///
+    /// The stream must be one this engine type emitted (or exported); anything
+    /// else is reported as an `ApplyError`, never a panic.
+    pub fn apply(&self, event: &Event) -> Result<(), ApplyError> {
+        match *event {
+            Event::SaleCreated {
+                ordinal,
+                ref sku,
+                stock,
+                per_user_limit,
+                starts_at_ms,
+                ends_at_ms,
+                reservation_ttl_ms,
+            } => {
+                let _guard = self.create_lock.lock();
+                let expected = self.by_ordinal.load().len() as u32;
+                if ordinal != expected {
+                    return Err(ApplyError::SaleOrdinal { ordinal, expected });
+                }
+                if validate_sku(sku).is_err() || self.find_sale(sku).is_some() {
+                    return Err(ApplyError::Invalid("sale sku invalid or duplicate"));
+                }
+                if stock > STOCK_MAX || per_user_limit == 0 {
+                    return Err(ApplyError::Invalid("sale stock or limit out of range"));
+                }
+                let spec = SaleSpec {
+                    sku: sku.clone(),
+                    stock,
+                    per_user_limit,
+                    starts_at_ms,
+                    ends_at_ms,
+                    reservation_ttl_ms,
+                };
+                self.install_sale(ordinal, &spec);
+            }
+            Event::StockAdded { ordinal, add } => {
+                let sale = self.sale_by_ordinal(ordinal).ok_or(ApplyError::UnknownSale(ordinal))?;
+                let total = sale.total.load(Ordering::Acquire);
+                if total.checked_add(add).is_none_or(|t| t > STOCK_MAX) {
+                    return Err(ApplyError::Invalid("stock top-up overflows"));
+                }
+                sale.total.fetch_add(add, Ordering::AcqRel);
+                gate::give_back(&sale.remaining, add);
+            }
+            Event::Paused { ordinal } | Event::Resumed { ordinal } | Event::Ended { ordinal } => {
+                let sale = self.sale_by_ordinal(ordinal).ok_or(ApplyError::UnknownSale(ordinal))?;
+                let status = match event {
+                    Event::Paused { .. } => STATUS_PAUSED,
+                    Event::Resumed { .. } => STATUS_OPEN,
+                    _ => STATUS_ENDED,
+                };
+                sale.status.store(status, StdOrdering::Release);
+            }
+            Event::Admitted {
+                order_id,
+                user_id,
+                qty,
+                request_id,
+                created_at_ms,
+                expires_at_ms,
+            } => {
+                let id = OrderId(order_id);
+                let (sale, shard) = self
+                    .order_home(id)
+                    .ok_or(ApplyError::UnknownSale(id.ordinal()))?;
+                if qty == 0 || qty > sale.per_user_limit {
+                    return Err(ApplyError::Invalid("admitted quantity out of range"));
+                }
+                if shard.orders.contains_key(&order_id) {
+                    return Err(ApplyError::DuplicateOrder(order_id));
+                }
+                if !gate::try_take(&sale.remaining, u64::from(qty)) {
+                    return Err(ApplyError::Invalid("admission exceeds remaining stock"));
+                }
+                if !shard.try_hold(sale.ordinal, user_id, qty, sale.per_user_limit) {
+                    gate::give_back(&sale.remaining, u64::from(qty));
+                    return Err(ApplyError::Invalid("admission exceeds the user's limit"));
+                }
+                sale.next_seq.fetch_max(id.seq() + 1, Ordering::AcqRel);
+                shard.orders.insert(
+                    order_id,
+                    Order {
+                        user_id,
+                        created_at_ms,
+                        expires_at_ms,
+                        qty,
+                        state: OrderState::Reserved,
+                    },
+                );
+                shard.expiry_incoming.push((expires_at_ms, order_id));
+                if let Some(request_id) = request_id {
+                    self.shard_of_user(user_id)
+                        .idempotency
+                        .insert((user_id, request_id), order_id);
+                }
+            }
+            Event::Paid { order_id, retaken, .. } => {
+                let id = OrderId(order_id);
+                let (sale, shard) = self
+                    .order_home(id)
+                    .ok_or(ApplyError::UnknownOrder(order_id))?;
+                let mut order = shard
+                    .orders
+                    .get_mut(&order_id)
+                    .ok_or(ApplyError::UnknownOrder(order_id))?;
+                let expected = if retaken { OrderState::Expired } else { OrderState::Reserved };
+                if order.state != expected {
+                    return Err(ApplyError::Invalid("payment of an order in the wrong state"));
+                }
+                if retaken {
+                    if !gate::try_take(&sale.remaining, u64::from(order.qty)) {
+                        return Err(ApplyError::Invalid("payment retake exceeds remaining stock"));
+                    }
+                    if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit) {
+                        gate::give_back(&sale.remaining, u64::from(order.qty));
+                        return Err(ApplyError::Invalid("payment retake exceeds the user's limit"));
+                    }
+                }
+                order.state = OrderState::Paid;
+                sale.paid.fetch_add(u64::from(order.qty), Ordering::AcqRel);
+            }
+            Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => {
+                let id = OrderId(order_id);
+                let (sale, shard) = self
+                    .order_home(id)
+                    .ok_or(ApplyError::UnknownOrder(order_id))?;
+                let mut order = shard
+                    .orders
+                    .get_mut(&order_id)
+                    .ok_or(ApplyError::UnknownOrder(order_id))?;
+                if order.state != OrderState::Reserved {
+                    return Err(ApplyError::Invalid("release of an order that is not reserved"));
+                }
+                order.state = if matches!(event, Event::Cancelled { .. }) {
+                    OrderState::Cancelled
+                } else {
+                    OrderState::Expired
+                };
+                let (qty, user) = (order.qty, order.user_id);
+                drop(order);
+                gate::give_back(&sale.remaining, u64::from(qty));
+                shard.release_holding(sale.ordinal, user, qty);
+            }
+        }
+        Ok(())
+    }
+
+    /// A sorted, plain copy of the whole state, for equality checks in tests
+    /// and for snapshots. Call it on a quiescent engine.
+    pub fn state(&self) -> crate::EngineState {
+        crate::state::capture(self)
+    }
+
+    /// Emits a compact event stream that rebuilds this engine's state when
+    /// applied to a fresh engine: what a snapshot stores. Call it on a
+    /// quiescent engine (the log writes snapshots from a replayed copy).
+    pub fn export(&self, sink: impl EventSink) -> Result<u64, crate::event::SinkError> {
+        crate::state::export(self, sink)
+    }
+
+    // Accessors for `state.rs`.
+    pub(crate) fn sales_by_ordinal(&self) -> Arc<Vec<Arc<Sale>>> {
+        self.by_ordinal.load_full()
+    }
+}
+
+/// Read-only access to a sale's fields for `state.rs`.
+pub(crate) struct SaleParts {
+    pub ordinal: u32,
+    pub sku: Arc<str>,
+    pub per_user_limit: u32,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: Option<u64>,
+    pub reservation_ttl_ms: u64,
+    pub total: u64,
+    pub remaining: u64,
+    pub paid: u64,
+    pub next_seq: u64,
+    pub status: u8,
+}
+
+/// Read-only access to one order for `state.rs`.
+pub(crate) struct OrderParts {
+    pub order_id: u64,
+    pub user_id: u64,
+    pub qty: u32,
+    pub state: OrderState,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+impl Engine {
+    pub(crate) fn sale_parts(&self) -> Vec<SaleParts> {
+        self.sales_by_ordinal()
+            .iter()
+            .map(|s| SaleParts {
+                ordinal: s.ordinal,
+                sku: s.sku.clone(),
+                per_user_limit: s.per_user_limit,
+                starts_at_ms: s.starts_at_ms,
+                ends_at_ms: s.ends_at_ms,
+                reservation_ttl_ms: s.reservation_ttl_ms,
+                total: s.total.load(Ordering::Acquire),
+                remaining: s.remaining.load(Ordering::Acquire),
+                paid: s.paid.load(Ordering::Acquire),
+                next_seq: s.next_seq.load(Ordering::Acquire),
+                status: s.status.load(StdOrdering::Acquire),
+            })
+            .collect()
+    }
+
+    pub(crate) fn order_parts(&self) -> Vec<OrderParts> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for entry in shard.orders.iter() {
+                let o = entry.value();
+                out.push(OrderParts {
+                    order_id: *entry.key(),
+                    user_id: o.user_id,
+                    qty: o.qty,
+                    state: o.state,
+                    created_at_ms: o.created_at_ms,
+                    expires_at_ms: o.expires_at_ms,
+                });
+            }
+        }
+        out.sort_by_key(|o| o.order_id);
+        out
+    }
+
+    pub(crate) fn holding_parts(&self) -> Vec<((u32, u64), u32)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for entry in shard.holdings.iter() {
+                let held = entry.value().load(Ordering::Acquire);
+                if held > 0 {
+                    out.push((*entry.key(), held));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    pub(crate) fn idempotency_parts(&self) -> Vec<((u64, u64), u64)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for entry in shard.idempotency.iter() {
+                if *entry.value() != IDEM_PENDING {
+                    out.push((*entry.key(), *entry.value()));
+                }
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+pub(crate) const fn status_name(status: u8) -> &'static str {
+    match status {
+        STATUS_OPEN => "open",
+        STATUS_PAUSED => "paused",
+        _ => "ended",
+    }
+}
+
+pub(crate) const STATUS_PAUSED_PUB: u8 = STATUS_PAUSED;
+pub(crate) const STATUS_ENDED_PUB: u8 = STATUS_ENDED;

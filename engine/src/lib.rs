@@ -1,0 +1,24 @@
+//! The flashsale engine: in-memory inventory and order admission for flash
+//! sales, sharded by SKU.
+//!
+//! **Invariants.** The engine does no I/O, starts no thread, reads no clock
+//! (`now_ms` is always an argument) and has no `async`. Stock never goes
+//! below zero and no user ever holds more than the sale's per-user limit,
+//! under any interleaving of threads: both are guarded by compare-and-swap
+//! loops in [`gate`]. Every state change is handed to an [`EventSink`] before
+//! it is acknowledged, and [`Engine::apply`] of that stream rebuilds the same
+//! state.
+//!
+//! Start with [`Engine`]; the outcomes and views are in this crate's root.
+
+mod engine;
+mod event;
+pub mod gate;
+mod state;
+mod sync;
+mod types;
+
+pub use crate::engine::{Engine, EngineConfig};
+pub use crate::event::{DiscardSink, Event, EventSink, SinkError};
+pub use crate::state::{EngineState, OrderRecord, SaleState};
+pub use crate::types::*;

@@ -1,0 +1,314 @@
+//! Public value types: identifiers, limits, requests, outcomes and views.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::SinkError;
+
+/// Longest SKU id accepted, in bytes.
+pub const SKU_LEN_MAX: usize = 64;
+/// Largest quantity one purchase may ask for, and largest per-user limit.
+pub const QTY_MAX: u32 = 1_000_000;
+/// Largest total stock of one sale (initial plus every top-up).
+pub const STOCK_MAX: u64 = 1 << 40;
+/// Most sales one engine holds; the ordinal must fit the order id's high bits.
+pub const SALES_MAX: u32 = 1 << 20;
+/// Longest reservation TTL: 30 days.
+pub const RESERVATION_TTL_MAX_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Bits of an order id holding the per-sale sequence; the sale ordinal sits above.
+pub const ORDER_SEQ_BITS: u32 = 40;
+const ORDER_SEQ_MASK: u64 = (1 << ORDER_SEQ_BITS) - 1;
+
+/// Identifies an order across shards and restarts: the sale's ordinal in the
+/// high 24 bits, that sale's order sequence in the low 40. The ordinal tells
+/// which sale (and so which shard) holds the order without an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderId(pub u64);
+
+impl OrderId {
+    pub fn new(ordinal: u32, seq: u64) -> OrderId {
+        assert!(ordinal < SALES_MAX);
+        assert!(seq <= ORDER_SEQ_MASK);
+        OrderId((u64::from(ordinal) << ORDER_SEQ_BITS) | seq)
+    }
+    pub fn ordinal(self) -> u32 {
+        (self.0 >> ORDER_SEQ_BITS) as u32
+    }
+    pub fn seq(self) -> u64 {
+        self.0 & ORDER_SEQ_MASK
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Why a SKU id is not acceptable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SkuError {
+    #[error("sku is empty")]
+    Empty,
+    #[error("sku is longer than {SKU_LEN_MAX} bytes")]
+    TooLong,
+    #[error("sku may only contain [A-Za-z0-9_.-]")]
+    BadChar,
+}
+
+/// Checks a SKU id: 1–64 chars of `[A-Za-z0-9_.-]`.
+pub fn validate_sku(sku: &str) -> Result<(), SkuError> {
+    if sku.is_empty() {
+        return Err(SkuError::Empty);
+    }
+    if sku.len() > SKU_LEN_MAX {
+        return Err(SkuError::TooLong);
+    }
+    let ok = sku
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if !ok {
+        return Err(SkuError::BadChar);
+    }
+    Ok(())
+}
+
+/// What an operator asks for when creating a sale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaleSpec {
+    pub sku: String,
+    pub stock: u64,
+    pub per_user_limit: u32,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: Option<u64>,
+    pub reservation_ttl_ms: u64,
+}
+
+/// Where a sale stands, as a buyer sees it at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SalePhase {
+    Scheduled,
+    Open,
+    Paused,
+    SoldOut,
+    Ended,
+}
+
+impl SalePhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SalePhase::Scheduled => "scheduled",
+            SalePhase::Open => "open",
+            SalePhase::Paused => "paused",
+            SalePhase::SoldOut => "sold_out",
+            SalePhase::Ended => "ended",
+        }
+    }
+}
+
+/// A consistent-enough picture of one sale. `remaining + reserved + paid == stock`
+/// holds exactly when the sale is quiescent; under load the three counters are
+/// read one after another.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SaleView {
+    pub sku: Arc<str>,
+    pub stock: u64,
+    pub remaining: u64,
+    pub reserved: u64,
+    pub paid: u64,
+    pub per_user_limit: u32,
+    pub starts_at_ms: Option<u64>,
+    pub ends_at_ms: Option<u64>,
+    pub reservation_ttl_ms: u64,
+    pub phase: SalePhase,
+}
+
+/// Why a sale could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateSaleError {
+    #[error("invalid sku: {0}")]
+    InvalidSku(SkuError),
+    #[error("per_user_limit must be between 1 and {QTY_MAX}")]
+    InvalidLimit,
+    #[error("stock must be at most {STOCK_MAX}")]
+    StockTooLarge,
+    #[error("ends_at_ms must be after starts_at_ms")]
+    InvalidWindow,
+    #[error("reservation_ttl_ms must be between 1 and {RESERVATION_TTL_MAX_MS}")]
+    InvalidTtl,
+    #[error("a sale with this sku exists")]
+    Exists,
+    #[error("the engine holds {SALES_MAX} sales already")]
+    TooManySales,
+    #[error("event log unavailable: {0}")]
+    Unavailable(SinkError),
+}
+
+/// Why an operator action on an existing sale (top-up, pause, resume, end) failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaleOpError {
+    #[error("invalid sku: {0}")]
+    InvalidSku(SkuError),
+    #[error("no sale with this sku")]
+    UnknownSku,
+    #[error("the amount added must be at least 1")]
+    ZeroAdd,
+    #[error("stock would exceed {STOCK_MAX}")]
+    StockOverflow,
+    #[error("the sale has ended")]
+    Ended,
+    #[error("event log unavailable: {0}")]
+    Unavailable(SinkError),
+}
+
+/// An admitted purchase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub order_id: OrderId,
+    pub user_id: u64,
+    pub qty: u32,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Why a purchase was not admitted. Small and `Copy`: this is the hot path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    SoldOut,
+    LimitExceeded,
+    NotStarted,
+    Ended,
+    Paused,
+    UnknownSku,
+    InvalidSku,
+    InvalidQuantity,
+    /// The user reused a request id with a different sku or quantity.
+    RequestIdReused,
+    /// The same (user, request id) is being decided by another thread now.
+    InProgress,
+    Unavailable(SinkError),
+}
+
+impl Rejection {
+    /// Machine-readable reason, as the HTTP API and metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::SoldOut => "sold_out",
+            Rejection::LimitExceeded => "limit_exceeded",
+            Rejection::NotStarted => "not_started",
+            Rejection::Ended => "ended",
+            Rejection::Paused => "paused",
+            Rejection::UnknownSku => "unknown_sku",
+            Rejection::InvalidSku => "invalid_sku",
+            Rejection::InvalidQuantity => "invalid_quantity",
+            Rejection::RequestIdReused => "request_id_reused",
+            Rejection::InProgress => "in_progress",
+            Rejection::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// The decision on one purchase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    Admitted(Admission),
+    /// The same user repeated the request id of an earlier admission with the
+    /// same sku and quantity: that admission, unchanged.
+    Replayed(Admission),
+    Rejected(Rejection),
+}
+
+/// Life cycle of an order: reserved → paid | cancelled | expired, and
+/// expired → paid when the units can be taken again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OrderState {
+    Reserved,
+    Paid,
+    Cancelled,
+    Expired,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Reserved => "reserved",
+            OrderState::Paid => "paid",
+            OrderState::Cancelled => "cancelled",
+            OrderState::Expired => "expired",
+        }
+    }
+    /// Whether an order in this state holds its units.
+    pub fn holds_units(self) -> bool {
+        matches!(self, OrderState::Reserved | OrderState::Paid)
+    }
+}
+
+/// One order as the outside world sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub sku: Arc<str>,
+    pub user_id: u64,
+    pub qty: u32,
+    pub state: OrderState,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Why an action on an order (pay, cancel) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderRejection {
+    /// No such order, or (for user actions) it belongs to someone else.
+    UnknownOrder,
+    Paid,
+    Cancelled,
+    Expired,
+    Unavailable(SinkError),
+}
+
+impl OrderRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderRejection::UnknownOrder => "unknown_order",
+            OrderRejection::Paid => "paid",
+            OrderRejection::Cancelled => "cancelled",
+            OrderRejection::Expired => "expired",
+            OrderRejection::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Result of `pay` and `cancel`: `changed` is false for an idempotent repeat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrderOutcome {
+    Done { order: OrderView, changed: bool },
+    Rejected(OrderRejection),
+}
+
+/// What one `expire_due` tick did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    /// Orders moved to `expired`, their units returned.
+    pub expired: u64,
+    /// True when the sink refused an event; the rest waits for the next tick.
+    pub deferred: bool,
+}
+
+/// An event stream that cannot be applied to this engine.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    #[error("event refers to unknown sale ordinal {0}")]
+    UnknownSale(u32),
+    #[error("event refers to unknown order {0}")]
+    UnknownOrder(u64),
+    #[error("sale {ordinal} created twice or out of order (expected ordinal {expected})")]
+    SaleOrdinal { ordinal: u32, expected: u32 },
+    #[error("order {0} admitted twice")]
+    DuplicateOrder(u64),
+    #[error("invalid event: {0}")]
+    Invalid(&'static str),
+}

@@ -1,0 +1,1 @@
+//! persistence (in progress)
