@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering as StdOrdering};
 use std::sync::Arc;
 
@@ -112,8 +112,8 @@ impl Sale {
         let phase = match self.status.load(StdOrdering::Acquire) {
             STATUS_ENDED => SalePhase::Ended,
             _ if self.ends_at_ms.is_some_and(|end| now_ms >= end) => SalePhase::Ended,
-            _ if self.starts_at_ms.is_some_and(|start| now_ms < start) => SalePhase::Scheduled,
             STATUS_PAUSED => SalePhase::Paused,
+            _ if self.starts_at_ms.is_some_and(|start| now_ms < start) => SalePhase::Scheduled,
             _ if remaining == 0 => SalePhase::SoldOut,
             _ => SalePhase::Open,
         };
@@ -134,13 +134,12 @@ impl Sale {
     /// The gate a purchase passes before any shared write. Reads only.
     #[inline]
     fn check_open(&self, now_ms: u64) -> Result<(), Rejection> {
-        match self.status.load(StdOrdering::Acquire) {
-            STATUS_ENDED => return Err(Rejection::Ended),
-            STATUS_PAUSED => return Err(Rejection::Paused),
-            _ => {}
-        }
-        if self.ends_at_ms.is_some_and(|end| now_ms >= end) {
+        let status = self.status.load(StdOrdering::Acquire);
+        if status == STATUS_ENDED || self.ends_at_ms.is_some_and(|end| now_ms >= end) {
             return Err(Rejection::Ended);
+        }
+        if status == STATUS_PAUSED {
+            return Err(Rejection::Paused);
         }
         if self.starts_at_ms.is_some_and(|start| now_ms < start) {
             return Err(Rejection::NotStarted);
@@ -374,16 +373,31 @@ impl Engine {
     }
 
     /// Pauses a sale; purchases are rejected as `paused` until resumed.
-    pub fn pause(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+    pub fn pause(
+        &self,
+        sku: &str,
+        now_ms: u64,
+        sink: impl EventSink,
+    ) -> Result<SaleView, SaleOpError> {
         self.set_status(sku, STATUS_PAUSED, now_ms, sink)
     }
 
-    pub fn resume(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+    pub fn resume(
+        &self,
+        sku: &str,
+        now_ms: u64,
+        sink: impl EventSink,
+    ) -> Result<SaleView, SaleOpError> {
         self.set_status(sku, STATUS_OPEN, now_ms, sink)
     }
 
     /// Ends a sale for good. Reserved orders may still be paid or cancelled.
-    pub fn end(&self, sku: &str, now_ms: u64, sink: impl EventSink) -> Result<SaleView, SaleOpError> {
+    pub fn end(
+        &self,
+        sku: &str,
+        now_ms: u64,
+        sink: impl EventSink,
+    ) -> Result<SaleView, SaleOpError> {
         self.set_status(sku, STATUS_ENDED, now_ms, sink)
     }
 
@@ -422,7 +436,11 @@ impl Engine {
 
     /// Every sale, in creation order.
     pub fn sales(&self, now_ms: u64) -> Vec<SaleView> {
-        self.by_ordinal.load().iter().map(|s| s.view(now_ms)).collect()
+        self.by_ordinal
+            .load()
+            .iter()
+            .map(|s| s.view(now_ms))
+            .collect()
     }
 
     /// Decides one purchase.
@@ -558,7 +576,14 @@ impl Engine {
         })
     }
 
-    fn replay(&self, sale: &Sale, shard: &Shard, order_id: u64, user_id: u64, qty: u32) -> PurchaseOutcome {
+    fn replay(
+        &self,
+        sale: &Sale,
+        shard: &Shard,
+        order_id: u64,
+        user_id: u64,
+        qty: u32,
+    ) -> PurchaseOutcome {
         if order_id == IDEM_PENDING {
             return PurchaseOutcome::Rejected(Rejection::InProgress);
         }
@@ -803,7 +828,9 @@ impl Engine {
                 self.install_sale(ordinal, &spec);
             }
             Event::StockAdded { ordinal, add } => {
-                let sale = self.sale_by_ordinal(ordinal).ok_or(ApplyError::UnknownSale(ordinal))?;
+                let sale = self
+                    .sale_by_ordinal(ordinal)
+                    .ok_or(ApplyError::UnknownSale(ordinal))?;
                 let total = sale.total.load(Ordering::Acquire);
                 if total.checked_add(add).is_none_or(|t| t > STOCK_MAX) {
                     return Err(ApplyError::Invalid("stock top-up overflows"));
@@ -812,7 +839,9 @@ impl Engine {
                 gate::give_back(&sale.remaining, add);
             }
             Event::Paused { ordinal } | Event::Resumed { ordinal } | Event::Ended { ordinal } => {
-                let sale = self.sale_by_ordinal(ordinal).ok_or(ApplyError::UnknownSale(ordinal))?;
+                let sale = self
+                    .sale_by_ordinal(ordinal)
+                    .ok_or(ApplyError::UnknownSale(ordinal))?;
                 let status = match event {
                     Event::Paused { .. } => STATUS_PAUSED,
                     Event::Resumed { .. } => STATUS_OPEN,
@@ -863,7 +892,9 @@ impl Engine {
                         .insert((user_id, request_id), order_id);
                 }
             }
-            Event::Paid { order_id, retaken, .. } => {
+            Event::Paid {
+                order_id, retaken, ..
+            } => {
                 let id = OrderId(order_id);
                 let (sale, shard) = self
                     .order_home(id)
@@ -872,17 +903,28 @@ impl Engine {
                     .orders
                     .get_mut(&order_id)
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
-                let expected = if retaken { OrderState::Expired } else { OrderState::Reserved };
+                let expected = if retaken {
+                    OrderState::Expired
+                } else {
+                    OrderState::Reserved
+                };
                 if order.state != expected {
-                    return Err(ApplyError::Invalid("payment of an order in the wrong state"));
+                    return Err(ApplyError::Invalid(
+                        "payment of an order in the wrong state",
+                    ));
                 }
                 if retaken {
                     if !gate::try_take(&sale.remaining, u64::from(order.qty)) {
-                        return Err(ApplyError::Invalid("payment retake exceeds remaining stock"));
+                        return Err(ApplyError::Invalid(
+                            "payment retake exceeds remaining stock",
+                        ));
                     }
-                    if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit) {
+                    if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit)
+                    {
                         gate::give_back(&sale.remaining, u64::from(order.qty));
-                        return Err(ApplyError::Invalid("payment retake exceeds the user's limit"));
+                        return Err(ApplyError::Invalid(
+                            "payment retake exceeds the user's limit",
+                        ));
                     }
                 }
                 order.state = OrderState::Paid;
@@ -898,7 +940,9 @@ impl Engine {
                     .get_mut(&order_id)
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
                 if order.state != OrderState::Reserved {
-                    return Err(ApplyError::Invalid("release of an order that is not reserved"));
+                    return Err(ApplyError::Invalid(
+                        "release of an order that is not reserved",
+                    ));
                 }
                 order.state = if matches!(event, Event::Cancelled { .. }) {
                     OrderState::Cancelled

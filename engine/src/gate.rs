@@ -45,12 +45,8 @@ pub fn try_hold(held: &AtomicU32, qty: u32, limit: u32) -> bool {
     loop {
         match current.checked_add(qty) {
             Some(next) if next <= limit => {
-                match held.compare_exchange_weak(
-                    current,
-                    next,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
+                match held.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire)
+                {
                     Ok(_) => return true,
                     Err(actual) => current = actual,
                 }
@@ -64,5 +60,8 @@ pub fn try_hold(held: &AtomicU32, qty: u32, limit: u32) -> bool {
 #[inline]
 pub fn release(held: &AtomicU32, qty: u32) {
     let before = held.fetch_sub(qty, Ordering::AcqRel);
-    assert!(before >= qty, "user quota underflow: held {before}, released {qty}");
+    assert!(
+        before >= qty,
+        "user quota underflow: held {before}, released {qty}"
+    );
 }

@@ -1,0 +1,428 @@
+//! Every invalid input yields a typed rejection, never a panic.
+
+use engine::*;
+
+fn spec(sku: &str) -> SaleSpec {
+    SaleSpec {
+        sku: sku.into(),
+        stock: 10,
+        per_user_limit: 2,
+        starts_at_ms: None,
+        ends_at_ms: None,
+        reservation_ttl_ms: 1_000,
+    }
+}
+
+fn engine_with(sku: &str) -> Engine {
+    let engine = Engine::new(EngineConfig { shards: 2 });
+    engine.create_sale(spec(sku), DiscardSink).unwrap();
+    engine
+}
+
+#[test]
+fn create_sale_rejections() {
+    let engine = Engine::new(EngineConfig { shards: 2 });
+    let check = |spec: SaleSpec, want: CreateSaleError| {
+        assert_eq!(engine.create_sale(spec, DiscardSink), Err(want));
+    };
+    check(spec(""), CreateSaleError::InvalidSku(SkuError::Empty));
+    check(
+        spec(&"a".repeat(65)),
+        CreateSaleError::InvalidSku(SkuError::TooLong),
+    );
+    check(spec("a b"), CreateSaleError::InvalidSku(SkuError::BadChar));
+    check(spec("é"), CreateSaleError::InvalidSku(SkuError::BadChar));
+    check(
+        SaleSpec {
+            per_user_limit: 0,
+            ..spec("a")
+        },
+        CreateSaleError::InvalidLimit,
+    );
+    check(
+        SaleSpec {
+            per_user_limit: QTY_MAX + 1,
+            ..spec("a")
+        },
+        CreateSaleError::InvalidLimit,
+    );
+    check(
+        SaleSpec {
+            stock: STOCK_MAX + 1,
+            ..spec("a")
+        },
+        CreateSaleError::StockTooLarge,
+    );
+    check(
+        SaleSpec {
+            starts_at_ms: Some(10),
+            ends_at_ms: Some(10),
+            ..spec("a")
+        },
+        CreateSaleError::InvalidWindow,
+    );
+    check(
+        SaleSpec {
+            starts_at_ms: Some(10),
+            ends_at_ms: Some(5),
+            ..spec("a")
+        },
+        CreateSaleError::InvalidWindow,
+    );
+    check(
+        SaleSpec {
+            reservation_ttl_ms: 0,
+            ..spec("a")
+        },
+        CreateSaleError::InvalidTtl,
+    );
+    check(
+        SaleSpec {
+            reservation_ttl_ms: RESERVATION_TTL_MAX_MS + 1,
+            ..spec("a")
+        },
+        CreateSaleError::InvalidTtl,
+    );
+    assert!(engine
+        .create_sale(spec(&"a".repeat(64)), DiscardSink)
+        .is_ok());
+    assert!(engine.create_sale(spec("A-z_0.9"), DiscardSink).is_ok());
+    check(spec("A-z_0.9"), CreateSaleError::Exists);
+}
+
+#[test]
+fn purchase_rejections() {
+    let engine = engine_with("s");
+    let check = |sku: &str, qty: u32, want: Rejection| {
+        assert_eq!(
+            engine.purchase(sku, 1, qty, None, 0, DiscardSink),
+            PurchaseOutcome::Rejected(want),
+            "sku {sku:?} qty {qty}"
+        );
+    };
+    check("s", 0, Rejection::InvalidQuantity);
+    check("s", QTY_MAX + 1, Rejection::InvalidQuantity);
+    check("s", 3, Rejection::LimitExceeded);
+    check("", 1, Rejection::InvalidSku);
+    check(&"s".repeat(65), 1, Rejection::InvalidSku);
+    check("s/../x", 1, Rejection::InvalidSku);
+    check("nope", 1, Rejection::UnknownSku);
+    // Request id reused with another quantity, then another SKU.
+    let engine2 = engine_with("s");
+    engine2.create_sale(spec("t"), DiscardSink).unwrap();
+    let first = engine2.purchase("s", 9, 1, Some(5), 0, DiscardSink);
+    assert!(matches!(first, PurchaseOutcome::Admitted(_)));
+    assert_eq!(
+        engine2.purchase("s", 9, 2, Some(5), 0, DiscardSink),
+        PurchaseOutcome::Rejected(Rejection::RequestIdReused)
+    );
+    assert_eq!(
+        engine2.purchase("t", 9, 1, Some(5), 0, DiscardSink),
+        PurchaseOutcome::Rejected(Rejection::RequestIdReused)
+    );
+    let PurchaseOutcome::Admitted(a) = first else {
+        unreachable!()
+    };
+    assert_eq!(
+        engine2.purchase("s", 9, 1, Some(5), 0, DiscardSink),
+        PurchaseOutcome::Replayed(a)
+    );
+    // Another user's identical request id is their own.
+    assert!(matches!(
+        engine2.purchase("s", 10, 1, Some(5), 0, DiscardSink),
+        PurchaseOutcome::Admitted(_)
+    ));
+}
+
+#[test]
+fn sale_window_and_status_rejections() {
+    let engine = Engine::new(EngineConfig { shards: 1 });
+    engine
+        .create_sale(
+            SaleSpec {
+                starts_at_ms: Some(100),
+                ends_at_ms: Some(200),
+                ..spec("w")
+            },
+            DiscardSink,
+        )
+        .unwrap();
+    let buy = |now| engine.purchase("w", 1, 1, None, now, DiscardSink);
+    assert_eq!(buy(99), PurchaseOutcome::Rejected(Rejection::NotStarted));
+    assert_eq!(engine.sale("w", 99).unwrap().phase, SalePhase::Scheduled);
+    assert!(matches!(buy(100), PurchaseOutcome::Admitted(_)));
+    assert_eq!(buy(200), PurchaseOutcome::Rejected(Rejection::Ended));
+    assert_eq!(engine.sale("w", 200).unwrap().phase, SalePhase::Ended);
+    engine.pause("w", 150, DiscardSink).unwrap();
+    assert_eq!(buy(150), PurchaseOutcome::Rejected(Rejection::Paused));
+    engine.resume("w", 150, DiscardSink).unwrap();
+    engine.end("w", 150, DiscardSink).unwrap();
+    assert_eq!(buy(150), PurchaseOutcome::Rejected(Rejection::Ended));
+    assert_eq!(
+        engine.resume("w", 150, DiscardSink),
+        Err(SaleOpError::Ended)
+    );
+    assert_eq!(engine.pause("w", 150, DiscardSink), Err(SaleOpError::Ended));
+    assert_eq!(
+        engine.add_stock("w", 1, 150, DiscardSink),
+        Err(SaleOpError::Ended)
+    );
+    assert!(
+        engine.end("w", 150, DiscardSink).is_ok(),
+        "ending twice is idempotent"
+    );
+}
+
+#[test]
+fn stock_top_up_rejections() {
+    let engine = engine_with("s");
+    assert_eq!(
+        engine.add_stock("s", 0, 0, DiscardSink),
+        Err(SaleOpError::ZeroAdd)
+    );
+    assert_eq!(
+        engine.add_stock("s", u64::MAX, 0, DiscardSink),
+        Err(SaleOpError::StockOverflow)
+    );
+    assert_eq!(
+        engine.add_stock("s", STOCK_MAX, 0, DiscardSink),
+        Err(SaleOpError::StockOverflow)
+    );
+    assert_eq!(
+        engine.add_stock("x", 1, 0, DiscardSink),
+        Err(SaleOpError::UnknownSku)
+    );
+    assert_eq!(
+        engine.add_stock("", 1, 0, DiscardSink),
+        Err(SaleOpError::InvalidSku(SkuError::Empty))
+    );
+    let view = engine
+        .add_stock("s", STOCK_MAX - 10, 0, DiscardSink)
+        .unwrap();
+    assert_eq!(view.stock, STOCK_MAX);
+    assert_eq!(view.remaining, STOCK_MAX);
+}
+
+#[test]
+fn order_rejections() {
+    let engine = engine_with("s");
+    let unknown = OrderId::new(0, 999);
+    assert_eq!(
+        engine.pay(unknown, 0, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::UnknownOrder)
+    );
+    assert_eq!(
+        engine.pay(OrderId(u64::MAX), 0, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::UnknownOrder)
+    );
+    assert_eq!(
+        engine.cancel(OrderId(u64::MAX), 1, 0, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::UnknownOrder)
+    );
+    assert_eq!(engine.order(OrderId(u64::MAX)), None);
+    let PurchaseOutcome::Admitted(a) = engine.purchase("s", 1, 2, None, 0, DiscardSink) else {
+        panic!("admission expected")
+    };
+    // Someone else's order looks unknown.
+    assert_eq!(
+        engine.cancel(a.order_id, 2, 0, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::UnknownOrder)
+    );
+    assert!(matches!(
+        engine.pay(a.order_id, 0, DiscardSink),
+        OrderOutcome::Done { changed: true, .. }
+    ));
+    assert!(matches!(
+        engine.pay(a.order_id, 0, DiscardSink),
+        OrderOutcome::Done { changed: false, .. }
+    ));
+    assert_eq!(
+        engine.cancel(a.order_id, 1, 0, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::Paid)
+    );
+}
+
+/// A sink that refuses: nothing changes, the caller learns "unavailable".
+#[test]
+fn refused_events_leave_no_trace() {
+    struct Refuse;
+    impl EventSink for Refuse {
+        fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
+            Err(SinkError::Full)
+        }
+    }
+    let engine = engine_with("s");
+    let before = engine.state();
+    assert_eq!(
+        engine.purchase("s", 1, 1, Some(3), 0, Refuse),
+        PurchaseOutcome::Rejected(Rejection::Unavailable(SinkError::Full))
+    );
+    assert_eq!(
+        engine.add_stock("s", 5, 0, Refuse),
+        Err(SaleOpError::Unavailable(SinkError::Full))
+    );
+    assert_eq!(
+        engine.pause("s", 0, Refuse),
+        Err(SaleOpError::Unavailable(SinkError::Full))
+    );
+    let mut after = engine.state();
+    // The refused admission burned sequence number 0; nothing else moved.
+    assert_eq!(after.sales[0].next_seq, 1);
+    after.sales[0].next_seq = 0;
+    assert_eq!(after, before);
+    // The same request id is decided again later, and gets a fresh id.
+    let PurchaseOutcome::Admitted(a) = engine.purchase("s", 1, 1, Some(3), 0, DiscardSink) else {
+        panic!("admission expected")
+    };
+    assert_eq!(a.order_id, OrderId::new(0, 1));
+    let PurchaseOutcome::Admitted(b) = engine.purchase("s", 2, 1, None, 0, DiscardSink) else {
+        panic!("admission expected")
+    };
+    assert_eq!(
+        engine.cancel(b.order_id, 2, 0, Refuse),
+        OrderOutcome::Rejected(OrderRejection::Unavailable(SinkError::Full))
+    );
+    assert_eq!(
+        engine.pay(b.order_id, 0, Refuse),
+        OrderOutcome::Rejected(OrderRejection::Unavailable(SinkError::Full))
+    );
+    assert_eq!(
+        engine.expire_due(10_000, Refuse),
+        ExpireReport {
+            expired: 0,
+            deferred: true
+        }
+    );
+    assert_eq!(
+        engine.order(b.order_id).unwrap().state,
+        OrderState::Reserved
+    );
+    assert_eq!(engine.expire_due(10_000, DiscardSink).expired, 2);
+}
+
+/// A payment after expiry succeeds only if the units can be taken again.
+#[test]
+fn pay_after_expiry() {
+    let engine = Engine::new(EngineConfig { shards: 1 });
+    engine
+        .create_sale(
+            SaleSpec {
+                stock: 1,
+                per_user_limit: 1,
+                ..spec("s")
+            },
+            DiscardSink,
+        )
+        .unwrap();
+    let PurchaseOutcome::Admitted(a) = engine.purchase("s", 1, 1, None, 0, DiscardSink) else {
+        panic!()
+    };
+    assert_eq!(engine.expire_due(1_000, DiscardSink).expired, 1);
+    // Units free again: the late payment takes them.
+    assert!(matches!(
+        engine.pay(a.order_id, 1_001, DiscardSink),
+        OrderOutcome::Done { changed: true, .. }
+    ));
+    assert_eq!(engine.sale("s", 1_001).unwrap().remaining, 0);
+    // Second order: expires, someone else buys the unit, then payment fails.
+    engine.add_stock("s", 1, 1_001, DiscardSink).unwrap();
+    let PurchaseOutcome::Admitted(b) = engine.purchase("s", 2, 1, None, 1_001, DiscardSink) else {
+        panic!()
+    };
+    assert_eq!(engine.expire_due(2_001, DiscardSink).expired, 1);
+    assert!(matches!(
+        engine.purchase("s", 3, 1, None, 2_002, DiscardSink),
+        PurchaseOutcome::Admitted(_)
+    ));
+    assert_eq!(
+        engine.pay(b.order_id, 2_003, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::Expired)
+    );
+    assert_eq!(
+        engine.cancel(b.order_id, 2, 2_003, DiscardSink),
+        OrderOutcome::Rejected(OrderRejection::Expired)
+    );
+}
+
+/// Malformed event streams are errors, not panics.
+#[test]
+fn apply_rejects_inconsistent_streams() {
+    let engine = Engine::new(EngineConfig { shards: 1 });
+    assert_eq!(
+        engine.apply(&Event::Paused { ordinal: 3 }),
+        Err(ApplyError::UnknownSale(3))
+    );
+    assert_eq!(
+        engine.apply(&Event::Paid {
+            order_id: 1,
+            at_ms: 0,
+            retaken: false
+        }),
+        Err(ApplyError::UnknownOrder(1))
+    );
+    let created = Event::SaleCreated {
+        ordinal: 1,
+        sku: "s".into(),
+        stock: 1,
+        per_user_limit: 1,
+        starts_at_ms: None,
+        ends_at_ms: None,
+        reservation_ttl_ms: 10,
+    };
+    assert_eq!(
+        engine.apply(&created),
+        Err(ApplyError::SaleOrdinal {
+            ordinal: 1,
+            expected: 0
+        })
+    );
+    let Event::SaleCreated {
+        sku,
+        stock,
+        per_user_limit,
+        starts_at_ms,
+        ends_at_ms,
+        reservation_ttl_ms,
+        ..
+    } = created
+    else {
+        unreachable!()
+    };
+    engine
+        .apply(&Event::SaleCreated {
+            ordinal: 0,
+            sku,
+            stock,
+            per_user_limit,
+            starts_at_ms,
+            ends_at_ms,
+            reservation_ttl_ms,
+        })
+        .unwrap();
+    let admit = |seq, user| Event::Admitted {
+        order_id: OrderId::new(0, seq).0,
+        user_id: user,
+        qty: 1,
+        request_id: None,
+        created_at_ms: 0,
+        expires_at_ms: 10,
+    };
+    engine.apply(&admit(0, 1)).unwrap();
+    assert_eq!(
+        engine.apply(&admit(0, 2)),
+        Err(ApplyError::DuplicateOrder(OrderId::new(0, 0).0))
+    );
+    assert!(
+        matches!(engine.apply(&admit(1, 2)), Err(ApplyError::Invalid(_))),
+        "oversell in a log"
+    );
+    let cancel = Event::Cancelled {
+        order_id: OrderId::new(0, 0).0,
+        at_ms: 1,
+    };
+    engine.apply(&cancel).unwrap();
+    assert!(
+        matches!(engine.apply(&cancel), Err(ApplyError::Invalid(_))),
+        "double release"
+    );
+}

@@ -1,0 +1,469 @@
+//! Property test: random operation sequences against a simple sequential
+//! reference model, then replay of the emitted events (and of the exported
+//! snapshot stream) into fresh engines must rebuild an identical state.
+
+use std::collections::BTreeMap;
+
+use engine::*;
+use proptest::prelude::*;
+
+const SKUS: [&str; 3] = ["hot", "cold.1", "x-2"];
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create {
+        sku: usize,
+        stock: u64,
+        limit: u32,
+        window: Option<(u64, u64)>,
+        ttl: u64,
+    },
+    Purchase {
+        sku: usize,
+        user: u64,
+        qty: u32,
+        request: Option<u64>,
+    },
+    Pay {
+        order: usize,
+    },
+    Cancel {
+        order: usize,
+        user: u64,
+    },
+    Expire,
+    AddStock {
+        sku: usize,
+        add: u64,
+    },
+    Pause {
+        sku: usize,
+    },
+    Resume {
+        sku: usize,
+    },
+    End {
+        sku: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0..3usize, 0..6u64, 0..4u32, proptest::option::of((0..50u64, 1..400u64)), 1..300u64)
+            .prop_map(|(sku, stock, limit, window, ttl)| Op::Create {
+                sku, stock, limit,
+                window: window.map(|(s, len)| (s, s + len)),
+                ttl,
+            }),
+        8 => (0..3usize, 0..4u64, 0..4u32, proptest::option::of(0..4u64))
+            .prop_map(|(sku, user, qty, request)| Op::Purchase { sku, user, qty, request }),
+        2 => (0..40usize).prop_map(|order| Op::Pay { order }),
+        2 => (0..40usize, 0..4u64).prop_map(|(order, user)| Op::Cancel { order, user }),
+        1 => Just(Op::Expire),
+        1 => (0..3usize, 0..4u64).prop_map(|(sku, add)| Op::AddStock { sku, add }),
+        1 => (0..3usize).prop_map(|sku| Op::Pause { sku }),
+        1 => (0..3usize).prop_map(|sku| Op::Resume { sku }),
+        1 => (0..3usize).prop_map(|sku| Op::End { sku }),
+        3 => (0..120u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct MSale {
+    ordinal: u32,
+    total: u64,
+    remaining: u64,
+    paid: u64,
+    limit: u32,
+    start: Option<u64>,
+    end: Option<u64>,
+    ttl: u64,
+    status: &'static str,
+    next_seq: u64,
+}
+
+#[derive(Clone, Debug)]
+struct MOrder {
+    sku: usize,
+    user: u64,
+    qty: u32,
+    state: OrderState,
+    created: u64,
+    expires: u64,
+}
+
+/// The reference: plain maps, one thread, every rule spelled out in order.
+#[derive(Default)]
+struct Model {
+    sales: BTreeMap<usize, MSale>,
+    ordinals: u32,
+    orders: BTreeMap<u64, MOrder>,
+    held: BTreeMap<(usize, u64), u32>,
+    idem: BTreeMap<(u64, u64), u64>,
+}
+
+impl Model {
+    fn create(
+        &mut self,
+        sku: usize,
+        stock: u64,
+        limit: u32,
+        window: Option<(u64, u64)>,
+        ttl: u64,
+    ) -> Result<(), CreateSaleError> {
+        if limit == 0 {
+            return Err(CreateSaleError::InvalidLimit);
+        }
+        if self.sales.contains_key(&sku) {
+            return Err(CreateSaleError::Exists);
+        }
+        let ordinal = self.ordinals;
+        self.ordinals += 1;
+        self.sales.insert(
+            sku,
+            MSale {
+                ordinal,
+                total: stock,
+                remaining: stock,
+                paid: 0,
+                limit,
+                start: window.map(|w| w.0),
+                end: window.map(|w| w.1),
+                ttl,
+                status: "open",
+                next_seq: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn purchase(
+        &mut self,
+        sku: usize,
+        user: u64,
+        qty: u32,
+        request: Option<u64>,
+        now: u64,
+    ) -> PurchaseOutcome {
+        use PurchaseOutcome::*;
+        if qty == 0 {
+            return Rejected(Rejection::InvalidQuantity);
+        }
+        let Some(sale) = self.sales.get(&sku).cloned() else {
+            return Rejected(Rejection::UnknownSku);
+        };
+        if let Some(r) = request {
+            if let Some(&id) = self.idem.get(&(user, r)) {
+                let o = &self.orders[&id];
+                if o.sku != sku || o.qty != qty {
+                    return Rejected(Rejection::RequestIdReused);
+                }
+                return Replayed(Admission {
+                    order_id: OrderId(id),
+                    user_id: user,
+                    qty,
+                    created_at_ms: o.created,
+                    expires_at_ms: o.expires,
+                });
+            }
+        }
+        if sale.status == "ended" || sale.end.is_some_and(|e| now >= e) {
+            return Rejected(Rejection::Ended);
+        }
+        if sale.status == "paused" {
+            return Rejected(Rejection::Paused);
+        }
+        if sale.start.is_some_and(|s| now < s) {
+            return Rejected(Rejection::NotStarted);
+        }
+        if qty > sale.limit {
+            return Rejected(Rejection::LimitExceeded);
+        }
+        if sale.remaining < u64::from(qty) {
+            return Rejected(Rejection::SoldOut);
+        }
+        let held = self.held.entry((sku, user)).or_default();
+        if *held + qty > sale.limit {
+            return Rejected(Rejection::LimitExceeded);
+        }
+        *held += qty;
+        let sale = self.sales.get_mut(&sku).unwrap();
+        sale.remaining -= u64::from(qty);
+        let id = OrderId::new(sale.ordinal, sale.next_seq);
+        sale.next_seq += 1;
+        let expires = now + sale.ttl;
+        self.orders.insert(
+            id.0,
+            MOrder {
+                sku,
+                user,
+                qty,
+                state: OrderState::Reserved,
+                created: now,
+                expires,
+            },
+        );
+        if let Some(r) = request {
+            self.idem.insert((user, r), id.0);
+        }
+        Admitted(Admission {
+            order_id: id,
+            user_id: user,
+            qty,
+            created_at_ms: now,
+            expires_at_ms: expires,
+        })
+    }
+
+    fn release(&mut self, id: u64, to: OrderState) {
+        let o = self.orders.get_mut(&id).unwrap();
+        o.state = to;
+        let (sku, user, qty) = (o.sku, o.user, o.qty);
+        self.sales.get_mut(&sku).unwrap().remaining += u64::from(qty);
+        *self.held.get_mut(&(sku, user)).unwrap() -= qty;
+    }
+
+    /// (state after, changed) or the rejection.
+    fn pay(&mut self, id: u64) -> Result<bool, OrderRejection> {
+        let Some(o) = self.orders.get(&id).cloned() else {
+            return Err(OrderRejection::UnknownOrder);
+        };
+        match o.state {
+            OrderState::Paid => return Ok(false),
+            OrderState::Cancelled => return Err(OrderRejection::Cancelled),
+            OrderState::Reserved => {}
+            OrderState::Expired => {
+                let sale = &self.sales[&o.sku];
+                let held = self.held.get(&(o.sku, o.user)).copied().unwrap_or(0);
+                if held + o.qty > sale.limit || sale.remaining < u64::from(o.qty) {
+                    return Err(OrderRejection::Expired);
+                }
+                *self.held.entry((o.sku, o.user)).or_default() += o.qty;
+                self.sales.get_mut(&o.sku).unwrap().remaining -= u64::from(o.qty);
+            }
+        }
+        self.orders.get_mut(&id).unwrap().state = OrderState::Paid;
+        self.sales.get_mut(&o.sku).unwrap().paid += u64::from(o.qty);
+        Ok(true)
+    }
+
+    fn cancel(&mut self, id: u64, user: u64) -> Result<bool, OrderRejection> {
+        let Some(o) = self.orders.get(&id).cloned() else {
+            return Err(OrderRejection::UnknownOrder);
+        };
+        if o.user != user {
+            return Err(OrderRejection::UnknownOrder);
+        }
+        match o.state {
+            OrderState::Reserved => {
+                self.release(id, OrderState::Cancelled);
+                Ok(true)
+            }
+            OrderState::Cancelled => Ok(false),
+            OrderState::Paid => Err(OrderRejection::Paid),
+            OrderState::Expired => Err(OrderRejection::Expired),
+        }
+    }
+
+    fn expire(&mut self, now: u64) -> u64 {
+        let due: Vec<u64> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.state == OrderState::Reserved && o.expires <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &due {
+            self.release(id, OrderState::Expired);
+        }
+        due.len() as u64
+    }
+
+    fn add_stock(&mut self, sku: usize, add: u64) -> Result<(), SaleOpError> {
+        let Some(sale) = self.sales.get_mut(&sku) else {
+            return Err(SaleOpError::UnknownSku);
+        };
+        if add == 0 {
+            return Err(SaleOpError::ZeroAdd);
+        }
+        if sale.status == "ended" {
+            return Err(SaleOpError::Ended);
+        }
+        sale.total += add;
+        sale.remaining += add;
+        Ok(())
+    }
+
+    fn set_status(&mut self, sku: usize, to: &'static str) -> Result<(), SaleOpError> {
+        let Some(sale) = self.sales.get_mut(&sku) else {
+            return Err(SaleOpError::UnknownSku);
+        };
+        if sale.status == to {
+            return Ok(());
+        }
+        if sale.status == "ended" {
+            return Err(SaleOpError::Ended);
+        }
+        sale.status = to;
+        Ok(())
+    }
+}
+
+fn order_ids(model: &Model) -> Vec<u64> {
+    model.orders.keys().copied().collect()
+}
+
+fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
+    let engine = Engine::new(EngineConfig { shards });
+    let mut model = Model::default();
+    let mut events: Vec<Event> = Vec::new();
+    let mut now = 1_000u64;
+    for op in ops {
+        match op {
+            Op::Create {
+                sku,
+                stock,
+                limit,
+                window,
+                ttl,
+            } => {
+                let spec = SaleSpec {
+                    sku: SKUS[sku].to_string(),
+                    stock,
+                    per_user_limit: limit,
+                    starts_at_ms: window.map(|w| now + w.0),
+                    ends_at_ms: window.map(|w| now + w.1),
+                    reservation_ttl_ms: ttl,
+                };
+                let got = engine.create_sale(spec, &mut events).map(|_| ());
+                let want = model.create(
+                    sku,
+                    stock,
+                    limit,
+                    window.map(|w| (now + w.0, now + w.1)),
+                    ttl,
+                );
+                prop_assert_eq!(got, want);
+            }
+            Op::Purchase {
+                sku,
+                user,
+                qty,
+                request,
+            } => {
+                let got = engine.purchase(SKUS[sku], user, qty, request, now, &mut events);
+                let want = model.purchase(sku, user, qty, request, now);
+                prop_assert_eq!(got, want);
+            }
+            Op::Pay { order } => {
+                let ids = order_ids(&model);
+                let id = ids.get(order).copied().unwrap_or(u64::MAX >> 1);
+                let got = match engine.pay(OrderId(id), now, &mut events) {
+                    OrderOutcome::Done { order, changed } => {
+                        prop_assert_eq!(order.state, OrderState::Paid);
+                        Ok(changed)
+                    }
+                    OrderOutcome::Rejected(r) => Err(r),
+                };
+                prop_assert_eq!(got, model.pay(id));
+            }
+            Op::Cancel { order, user } => {
+                let ids = order_ids(&model);
+                let id = ids.get(order).copied().unwrap_or(7);
+                let got = match engine.cancel(OrderId(id), user, now, &mut events) {
+                    OrderOutcome::Done { order, changed } => {
+                        prop_assert_eq!(order.state, OrderState::Cancelled);
+                        Ok(changed)
+                    }
+                    OrderOutcome::Rejected(r) => Err(r),
+                };
+                prop_assert_eq!(got, model.cancel(id, user));
+            }
+            Op::Expire => {
+                let got = engine.expire_due(now, &mut events);
+                prop_assert!(!got.deferred);
+                prop_assert_eq!(got.expired, model.expire(now));
+            }
+            Op::AddStock { sku, add } => {
+                let got = engine
+                    .add_stock(SKUS[sku], add, now, &mut events)
+                    .map(|_| ());
+                prop_assert_eq!(got, model.add_stock(sku, add));
+            }
+            Op::Pause { sku } => {
+                let got = engine.pause(SKUS[sku], now, &mut events).map(|_| ());
+                prop_assert_eq!(got, model.set_status(sku, "paused"));
+            }
+            Op::Resume { sku } => {
+                let got = engine.resume(SKUS[sku], now, &mut events).map(|_| ());
+                prop_assert_eq!(got, model.set_status(sku, "open"));
+            }
+            Op::End { sku } => {
+                let got = engine.end(SKUS[sku], now, &mut events).map(|_| ());
+                prop_assert_eq!(got, model.set_status(sku, "ended"));
+            }
+            Op::Advance { ms } => now += ms,
+        }
+        // Conservation after every step, for every sale.
+        for (&sku, m) in &model.sales {
+            let view = engine.sale(SKUS[sku], now).unwrap();
+            prop_assert_eq!(view.remaining, m.remaining);
+            prop_assert_eq!(view.paid, m.paid);
+            prop_assert_eq!(view.stock, m.total);
+            prop_assert_eq!(view.remaining + view.reserved + view.paid, view.stock);
+        }
+    }
+
+    // Orders and per-user holdings match the model exactly.
+    let live = engine.state();
+    prop_assert_eq!(live.orders.len(), model.orders.len());
+    for o in &live.orders {
+        let m = &model.orders[&o.order_id];
+        prop_assert_eq!((o.user_id, o.qty, o.state), (m.user, m.qty, m.state));
+    }
+    for &((ordinal, user), held) in &live.holdings {
+        let sku = model
+            .sales
+            .iter()
+            .find(|(_, s)| s.ordinal == ordinal)
+            .map(|(&k, _)| k)
+            .unwrap();
+        prop_assert_eq!(Some(&held), model.held.get(&(sku, user)));
+        prop_assert!(held <= model.sales[&sku].limit);
+    }
+
+    // Replaying the log rebuilds the same state, on a different shard count too.
+    for replay_shards in [shards, shards % 3 + 1] {
+        let replayed = Engine::new(EngineConfig {
+            shards: replay_shards,
+        });
+        for e in &events {
+            replayed
+                .apply(e)
+                .map_err(|e| TestCaseError::fail(format!("replay: {e}")))?;
+        }
+        prop_assert_eq!(&replayed.state(), &live);
+    }
+
+    // So does the compact stream a snapshot stores.
+    let mut exported = Vec::new();
+    engine.export(&mut exported).unwrap();
+    let restored = Engine::new(EngineConfig { shards });
+    for e in &exported {
+        restored
+            .apply(e)
+            .map_err(|e| TestCaseError::fail(format!("export replay: {e}")))?;
+    }
+    prop_assert_eq!(&restored.state(), &live);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #[test]
+    fn engine_matches_model(ops in proptest::collection::vec(op(), 1..120), shards in 1..4u32) {
+        run(ops, shards)?;
+    }
+}
