@@ -223,3 +223,49 @@ fn many_skus_conserve_stock_and_limits() {
         "quota counters equal the units held by orders"
     );
 }
+
+/// The same (user, request id) sent by several threads at once is admitted
+/// at most once; every other copy is a replay of it or told to retry.
+#[test]
+fn concurrent_duplicates_admit_once() {
+    let engine = Engine::new(EngineConfig { shards: 2 });
+    engine
+        .create_sale(
+            SaleSpec {
+                sku: "dup".into(),
+                stock: 1_000_000,
+                per_user_limit: 100_000,
+                starts_at_ms: None,
+                ends_at_ms: None,
+                reservation_ttl_ms: 60_000,
+            },
+            DiscardSink,
+        )
+        .unwrap();
+    let rounds = 2_000u64;
+    let admitted = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let (engine, admitted) = (&engine, &admitted);
+            s.spawn(move || {
+                for r in 0..rounds {
+                    match engine.purchase("dup", 7, 1, Some(r), 1, DiscardSink) {
+                        PurchaseOutcome::Admitted(_) => {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        PurchaseOutcome::Replayed(a) => assert_eq!(a.user_id, 7),
+                        PurchaseOutcome::Rejected(Rejection::InProgress) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        rounds,
+        "one admission per request id"
+    );
+    let view = engine.sale("dup", 1).unwrap();
+    assert_eq!(view.reserved, rounds);
+}
