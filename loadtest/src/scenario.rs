@@ -126,7 +126,10 @@ impl Scenario {
             (1..=CONNECTIONS_MAX).contains(&self.connections),
             "connections must be in 1..={CONNECTIONS_MAX}"
         );
-        ensure!(self.cold_skus <= COLD_SKUS_MAX, "cold_skus must be <= {COLD_SKUS_MAX}");
+        ensure!(
+            self.cold_skus <= COLD_SKUS_MAX,
+            "cold_skus must be <= {COLD_SKUS_MAX}"
+        );
         ensure!(self.qty >= 1, "qty must be >= 1");
         ensure!(self.per_user_limit >= 1, "per_user_limit must be >= 1");
         ensure!(
@@ -142,13 +145,19 @@ impl Scenario {
             ("cancel_fraction", self.cancel_fraction),
             ("pay_fraction", self.pay_fraction),
         ] {
-            ensure!((0.0..=1.0).contains(&v), "{name} must be within 0..=1, got {v}");
+            ensure!(
+                (0.0..=1.0).contains(&v),
+                "{name} must be within 0..=1, got {v}"
+            );
         }
         ensure!(
             self.cancel_fraction + self.pay_fraction <= 1.0,
             "cancel_fraction + pay_fraction must be <= 1"
         );
-        ensure!(self.zipf_s >= 0.0 && self.zipf_s.is_finite(), "zipf_s must be >= 0");
+        ensure!(
+            self.zipf_s >= 0.0 && self.zipf_s.is_finite(),
+            "zipf_s must be >= 0"
+        );
         if let Some(r) = self.rate {
             ensure!(r > 0.0 && r.is_finite(), "rate must be > 0");
         }
@@ -164,7 +173,10 @@ impl Scenario {
             "reservation_ttl_ms must be >= 1"
         );
         if let Some(p) = &self.sku_prefix {
-            ensure!(!p.is_empty() && p.len() <= 40, "sku_prefix must be 1..=40 chars");
+            ensure!(
+                !p.is_empty() && p.len() <= 40,
+                "sku_prefix must be 1..=40 chars"
+            );
         }
         if !self.existing_skus.is_empty() && self.cold_skus != 0 {
             bail!("cold_skus is for created sales; with existing_skus list the cold SKUs after the hot one");

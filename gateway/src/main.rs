@@ -1,0 +1,191 @@
+//! The `flashsale` binary: `serve` runs the HTTP server; `wal verify|dump`
+//! are the operator tools of the write-ahead log.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use gateway::wal;
+use gateway::{Config, Shared};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "flashsale", version, about = "Flash-sale engine over HTTP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Configuration file; every key can be overridden by FLASHSALE_<SECTION>_<KEY>.
+        #[arg(long, default_value = "./config.toml")]
+        config: PathBuf,
+    },
+    /// Inspect the write-ahead log.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Check every record and snapshot; exit 1 on corruption.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print one line per record.
+    Dump {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Wal { command } => match command {
+            WalCommand::Verify { dir } => match wal::verify(&dir) {
+                Ok(report) => {
+                    println!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("flashsale wal verify: {err}");
+                    ExitCode::from(1)
+                }
+            },
+            WalCommand::Dump { dir } => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                match wal::dump(&dir, &mut out) {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(err) => {
+                        drop(out);
+                        eprintln!("flashsale wal dump: {err}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+        },
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        // No file: the documented defaults, still overridable from the env.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && path == Path::new("./config.toml") => {
+            String::new()
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    gateway::config::load(&text, &env).with_context(|| format!("configuration ({})", path.display()))
+}
+
+fn serve(config_path: &Path) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("flashsale: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(%err, "cannot start the runtime");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(serve_async(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve_async(config: Config) -> Result<()> {
+    tracing::info!(config = %config, "effective configuration");
+    if config.wal.fsync == wal::FsyncMode::Never {
+        tracing::warn!("wal.fsync = \"never\": acknowledged orders can be lost on a crash (benchmarks only)");
+    }
+    if config.server.admin_token == "change-me" {
+        tracing::warn!("server.admin_token is the documented default; set a secret one");
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, "listening on {addr}");
+
+    let shared = Shared::new(config.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // Recovery runs while the listener already answers /healthz (200) and
+    // /readyz (503); engine routes answer 503 until it is done.
+    let recovery = {
+        let shared = shared.clone();
+        let stop_tx = stop_tx.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let result = wal::open(config.wal.clone(), config.engine);
+            match result {
+                Ok((engine, wal, report)) => {
+                    tracing::info!(
+                        snapshot_records = report.snapshot_records,
+                        replayed_records = report.replayed_records,
+                        segments = report.segments,
+                        truncated_bytes = report.truncated_bytes,
+                        elapsed_ms = report.elapsed.as_millis() as u64,
+                        "recovered; ready"
+                    );
+                    shared.install(engine, wal);
+                    Ok(())
+                }
+                Err(err) => {
+                    let _ = stop_tx.send(true);
+                    Err(anyhow::Error::new(err).context(format!("recovering {}", config.wal.dir.display())))
+                }
+            }
+        })
+    };
+
+    let shutdown = shutdown_signal(stop_rx);
+    let served = gateway::run(listener, Arc::clone(&shared), shutdown).await;
+    recovery.await.context("recovery task panicked")??;
+    served.context("flushing the log at shutdown")?;
+    tracing::info!("bye");
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT, or when start-up fails.
+async fn shutdown_signal(mut stop: tokio::sync::watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+        _ = stop.wait_for(|s| *s) => {}
+    }
+}

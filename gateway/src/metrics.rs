@@ -1,0 +1,252 @@
+//! Counters for `/metrics`, as plain atomics in fixed arrays indexed by small
+//! enums: recording is one relaxed `fetch_add`, with no map and no lock.
+//! The text exposition is rendered on scrape.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use engine::Rejection;
+
+/// Routes as counted. `Other` covers unknown paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Purchase,
+    SaleGet,
+    SalesList,
+    OrderGet,
+    OrderCancel,
+    OrderPay,
+    AdminCreate,
+    AdminStock,
+    AdminPause,
+    AdminResume,
+    AdminEnd,
+    Healthz,
+    Readyz,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 15] = [
+        Route::Purchase,
+        Route::SaleGet,
+        Route::SalesList,
+        Route::OrderGet,
+        Route::OrderCancel,
+        Route::OrderPay,
+        Route::AdminCreate,
+        Route::AdminStock,
+        Route::AdminPause,
+        Route::AdminResume,
+        Route::AdminEnd,
+        Route::Healthz,
+        Route::Readyz,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Purchase => "purchase",
+            Route::SaleGet => "sale_get",
+            Route::SalesList => "sales_list",
+            Route::OrderGet => "order_get",
+            Route::OrderCancel => "order_cancel",
+            Route::OrderPay => "order_pay",
+            Route::AdminCreate => "admin_create_sale",
+            Route::AdminStock => "admin_add_stock",
+            Route::AdminPause => "admin_pause",
+            Route::AdminResume => "admin_resume",
+            Route::AdminEnd => "admin_end",
+            Route::Healthz => "healthz",
+            Route::Readyz => "readyz",
+            Route::Metrics => "metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// Every status the gateway itself answers with; anything else lands in the
+/// last slot (hyper's own 400/431 never reach the service).
+const STATUSES: [u16; 13] = [200, 201, 400, 401, 404, 405, 409, 413, 422, 429, 500, 503, 0];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// Rejection reasons as counted (the engine's, by `Rejection::as_str`).
+const REASONS: [&str; 11] = [
+    "sold_out",
+    "limit_exceeded",
+    "not_started",
+    "ended",
+    "paused",
+    "unknown_sku",
+    "invalid_sku",
+    "invalid_quantity",
+    "request_id_reused",
+    "in_progress",
+    "unavailable",
+];
+
+fn reason_index(r: Rejection) -> usize {
+    match r {
+        Rejection::SoldOut => 0,
+        Rejection::LimitExceeded => 1,
+        Rejection::NotStarted => 2,
+        Rejection::Ended => 3,
+        Rejection::Paused => 4,
+        Rejection::UnknownSku => 5,
+        Rejection::InvalidSku => 6,
+        Rejection::InvalidQuantity => 7,
+        Rejection::RequestIdReused => 8,
+        Rejection::InProgress => 9,
+        Rejection::Unavailable(_) => 10,
+    }
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    pub admissions: AtomicU64,
+    pub replays: AtomicU64,
+    rejections: [AtomicU64; REASONS.len()],
+    pub rate_limited: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub expired_orders: AtomicU64,
+    pub durable_errors: AtomicU64,
+}
+
+impl Metrics {
+    #[inline]
+    pub fn request(&self, route: Route, status: u16) {
+        self.requests[route as usize][status_index(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn rejection(&self, r: Rejection) {
+        self.rejections[reason_index(r)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn requests_of(&self, route: Route, status: u16) -> u64 {
+        self.requests[route as usize][status_index(status)].load(Ordering::Relaxed)
+    }
+
+    /// Renders the counters (plus the gauges passed in) in Prometheus text format.
+    pub fn render(&self, out: &mut String, sales: &[engine::SaleView], wal: Option<&crate::wal::WalStats>) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str("# HELP flashsale_requests_total HTTP requests answered, by route and status.\n");
+        out.push_str("# TYPE flashsale_requests_total counter\n");
+        for route in Route::ALL {
+            for (i, status) in STATUSES.iter().enumerate() {
+                let n = load(&self.requests[route as usize][i]);
+                if n > 0 {
+                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let _ = writeln!(
+                        out,
+                        "flashsale_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                        route.as_str()
+                    );
+                }
+            }
+        }
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(out, "flashsale_admissions_total", "Purchases admitted (and acknowledged).", load(&self.admissions));
+        counter(out, "flashsale_replays_total", "Idempotent purchase replays answered.", load(&self.replays));
+        counter(out, "flashsale_rate_limited_total", "Requests refused with 429.", load(&self.rate_limited));
+        counter(out, "flashsale_connections_total", "Connections accepted.", load(&self.connections_total));
+        counter(out, "flashsale_expired_orders_total", "Reservations expired by the ticker.", load(&self.expired_orders));
+        counter(
+            out,
+            "flashsale_durability_errors_total",
+            "Acknowledgements refused because the log failed.",
+            load(&self.durable_errors),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP flashsale_connections_open Connections open now.\n# TYPE flashsale_connections_open gauge\nflashsale_connections_open {}",
+            load(&self.connections_open)
+        );
+        out.push_str("# HELP flashsale_rejections_total Purchases rejected by the engine, by reason.\n");
+        out.push_str("# TYPE flashsale_rejections_total counter\n");
+        for (i, reason) in REASONS.iter().enumerate() {
+            let _ = writeln!(out, "flashsale_rejections_total{{reason=\"{reason}\"}} {}", load(&self.rejections[i]));
+        }
+        out.push_str("# HELP flashsale_sale_remaining Units of a sale not held by any order.\n");
+        out.push_str("# TYPE flashsale_sale_remaining gauge\n");
+        for sale in sales {
+            let _ = writeln!(out, "flashsale_sale_remaining{{sku=\"{}\"}} {}", sale.sku, sale.remaining);
+        }
+        out.push_str("# HELP flashsale_sale_reserved Units held by reserved orders.\n");
+        out.push_str("# TYPE flashsale_sale_reserved gauge\n");
+        for sale in sales {
+            let _ = writeln!(out, "flashsale_sale_reserved{{sku=\"{}\"}} {}", sale.sku, sale.reserved);
+        }
+        out.push_str("# HELP flashsale_sale_paid Units in paid orders.\n");
+        out.push_str("# TYPE flashsale_sale_paid gauge\n");
+        for sale in sales {
+            let _ = writeln!(out, "flashsale_sale_paid{{sku=\"{}\"}} {}", sale.sku, sale.paid);
+        }
+        let Some(w) = wal else { return };
+        let _ = writeln!(
+            out,
+            "# HELP flashsale_wal_queue_depth Events queued for the log writer.\n# TYPE flashsale_wal_queue_depth gauge\nflashsale_wal_queue_depth {}",
+            w.queue_depth
+        );
+        let _ = writeln!(
+            out,
+            "# HELP flashsale_wal_failed 1 once the log has failed and refuses writes.\n# TYPE flashsale_wal_failed gauge\nflashsale_wal_failed {}",
+            u8::from(w.failed)
+        );
+        counter(out, "flashsale_wal_records_total", "Records written to the log.", w.records_written);
+        counter(out, "flashsale_wal_bytes_total", "Bytes written to the log.", w.bytes_written);
+        counter(out, "flashsale_wal_fsyncs_total", "fdatasync calls.", w.fsyncs);
+        counter(out, "flashsale_wal_snapshots_total", "Snapshots written.", w.snapshots);
+        histogram(
+            out,
+            "flashsale_wal_batch_records",
+            "Records per group-commit batch.",
+            &w.batch_records,
+            w.batch_records_sum as f64,
+        );
+        histogram(
+            out,
+            "flashsale_wal_fsync_seconds",
+            "fdatasync latency.",
+            &w.fsync_latency_us
+                .iter()
+                .map(|&(le, n)| (le, n))
+                .collect::<Vec<_>>(),
+            w.fsync_latency_sum_us as f64 / 1e6,
+        );
+    }
+}
+
+/// Writes a cumulative histogram. Buckets of `fsync_seconds` come in µs and
+/// are rescaled to seconds by name.
+fn histogram(out: &mut String, name: &str, help: &str, buckets: &[(u64, u64)], sum: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let seconds = name.ends_with("_seconds");
+    let mut count = 0;
+    for &(le, n) in buckets {
+        count = count.max(n);
+        if le == u64::MAX {
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {n}");
+        } else if seconds {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", le as f64 / 1e6);
+        } else {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+    }
+    if buckets.last().is_none_or(|&(le, _)| le != u64::MAX) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+}

@@ -1,0 +1,760 @@
+//! Routing and the request handlers: HTTP and JSON in, engine calls, JSON out.
+//!
+//! The purchase handler is the hot path and is ordered to refuse early:
+//! global rate limit (no body read), then body read and parse, then the
+//! per-user limit, then the engine (whose own first checks are read-only),
+//! then the wait for durability. Responses are written by hand into one
+//! buffer; every non-2xx answer is `{"status": .., "error": ..}`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use engine::{
+    CreateSaleError, OrderId, OrderOutcome, OrderRejection, OrderView, PurchaseOutcome, Rejection,
+    SaleOpError, SaleSpec, SaleView,
+};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::metrics::Route;
+use crate::ratelimit::RetryAfter;
+use crate::server::{unix_ms, Core, Shared};
+
+pub type Resp = Response<Full<Bytes>>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Longest `request_id` accepted.
+pub const REQUEST_ID_LEN_MAX: usize = 64;
+
+/// Entry point of every request: routes it and counts the answer.
+pub async fn handle(shared: &Shared, ip: IpAddr, req: Request<Incoming>) -> Resp {
+    let (route, resp) = dispatch(shared, ip, req).await;
+    shared.metrics.request(route, resp.status().as_u16());
+    resp
+}
+
+fn json(status: StatusCode, body: String) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    resp
+}
+
+/// A JSON error body. `message` is escaped as a JSON string.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+    let mut body = String::with_capacity(48 + message.len());
+    body.push_str("{\"status\":\"");
+    body.push_str(code);
+    body.push_str("\",\"error\":");
+    body.push_str(&serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into()));
+    body.push('}');
+    json(status, body)
+}
+
+fn bad_request(message: &str) -> Resp {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn unavailable(message: &str) -> Resp {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn rate_limited(shared: &Shared, retry: RetryAfter) -> Resp {
+    shared
+        .metrics
+        .rate_limited
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, retry later");
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry.secs()));
+    resp
+}
+
+fn unknown_order() -> Resp {
+    error(StatusCode::NOT_FOUND, "unknown_order", "no such order")
+}
+
+fn unknown_sku() -> Resp {
+    error(StatusCode::NOT_FOUND, "unknown_sku", "no sale with this sku")
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path");
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    resp
+}
+
+/// The split path: at most 6 segments are ever meaningful.
+fn segments(path: &str) -> Option<([&str; 6], usize)> {
+    let mut out = [""; 6];
+    let mut n = 0;
+    for seg in path.strip_prefix('/')?.split('/') {
+        if n == out.len() {
+            return None;
+        }
+        out[n] = seg;
+        n += 1;
+    }
+    Some((out, n))
+}
+
+async fn dispatch(shared: &Shared, ip: IpAddr, req: Request<Incoming>) -> (Route, Resp) {
+    // A clone of the URI is a reference-count bump; it frees `req` to move.
+    let uri = req.uri().clone();
+    let Some((seg, n)) = segments(uri.path()) else {
+        return (Route::Other, not_found());
+    };
+    let method = req.method();
+    let post = method == Method::POST;
+    let get = method == Method::GET;
+    // (route, method allowed?, Allow value)
+    let (route, allowed, allow) = match (n, seg) {
+        (4, ["v1", "sales", _, "purchase", ..]) => (Route::Purchase, post, "POST"),
+        (3, ["v1", "sales", _, ..]) => (Route::SaleGet, get, "GET"),
+        (2, ["v1", "sales", ..]) => (Route::SalesList, get, "GET"),
+        (3, ["v1", "orders", _, ..]) => (Route::OrderGet, get, "GET"),
+        (4, ["v1", "orders", _, "cancel", ..]) => (Route::OrderCancel, post, "POST"),
+        (4, ["v1", "orders", _, "pay", ..]) => (Route::OrderPay, post, "POST"),
+        (3, ["v1", "admin", "sales", ..]) => (Route::AdminCreate, post, "POST"),
+        (5, ["v1", "admin", "sales", _, "stock", ..]) => (Route::AdminStock, post, "POST"),
+        (5, ["v1", "admin", "sales", _, "pause", ..]) => (Route::AdminPause, post, "POST"),
+        (5, ["v1", "admin", "sales", _, "resume", ..]) => (Route::AdminResume, post, "POST"),
+        (5, ["v1", "admin", "sales", _, "end", ..]) => (Route::AdminEnd, post, "POST"),
+        (1, ["healthz", ..]) => (Route::Healthz, get, "GET"),
+        (1, ["readyz", ..]) => (Route::Readyz, get, "GET"),
+        (1, ["metrics", ..]) => (Route::Metrics, get, "GET"),
+        _ => return (Route::Other, not_found()),
+    };
+    if !allowed {
+        return (route, method_not_allowed(allow));
+    }
+    let resp = match route {
+        Route::Healthz => json(StatusCode::OK, "{\"status\":\"ok\"}".into()),
+        Route::Readyz => {
+            if shared.ready() {
+                json(StatusCode::OK, "{\"status\":\"ready\"}".into())
+            } else {
+                unavailable("not ready: recovering, shutting down, or the log has failed")
+            }
+        }
+        Route::Metrics => metrics(shared),
+        _ => {
+            let Some(core) = shared.core() else {
+                return (route, unavailable("recovery in progress"));
+            };
+            // Public routes other than purchase are limited by the global
+            // bucket and the client's IP; purchase by the global bucket and
+            // the user (after the body is read); admin routes are not limited.
+            let public = !matches!(
+                route,
+                Route::Purchase
+                    | Route::OrderPay
+                    | Route::AdminCreate
+                    | Route::AdminStock
+                    | Route::AdminPause
+                    | Route::AdminResume
+                    | Route::AdminEnd
+            );
+            if public && shared.limiter.enabled() {
+                let now = shared.limiter.now_ns();
+                if let Err(retry) = shared
+                    .limiter
+                    .check_global(now)
+                    .and_then(|_| shared.limiter.check_ip(ip, now))
+                {
+                    return (route, rate_limited(shared, retry));
+                }
+            }
+            match route {
+                Route::Purchase => purchase(shared, core, seg[2], req).await,
+                Route::SaleGet => match core.engine.sale(seg[2], unix_ms()) {
+                    Some(sale) => json(StatusCode::OK, sale_json(&sale)),
+                    None => unknown_sku(),
+                },
+                Route::SalesList => {
+                    let sales = core.engine.sales(unix_ms());
+                    let mut body = String::with_capacity(16 + sales.len() * 256);
+                    body.push_str("{\"sales\":[");
+                    for (i, sale) in sales.iter().enumerate() {
+                        if i > 0 {
+                            body.push(',');
+                        }
+                        write_sale(&mut body, sale);
+                    }
+                    body.push_str("]}");
+                    json(StatusCode::OK, body)
+                }
+                Route::OrderGet => order_get(shared, core, seg[2], &req),
+                Route::OrderCancel => order_cancel(shared, core, seg[2], req).await,
+                Route::OrderPay => order_pay(shared, core, seg[2], req).await,
+                Route::AdminCreate => admin_create(shared, core, req).await,
+                _ => admin_sale_op(shared, core, route, seg[3], req).await,
+            }
+        }
+    };
+    (route, resp)
+}
+
+fn not_found() -> Resp {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+fn metrics(shared: &Shared) -> Resp {
+    let mut out = String::with_capacity(8192);
+    match shared.core() {
+        Some(core) => {
+            let stats = core.wal.stats();
+            shared.metrics.render(&mut out, &core.engine.sales(unix_ms()), Some(&stats));
+        }
+        None => shared.metrics.render(&mut out, &[], None),
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(out)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+// ---------------------------------------------------------------------------
+// Bodies
+
+/// Reads the body, refusing more than `max_body_bytes`: first by the declared
+/// Content-Length (nothing is read), then while collecting (chunked bodies).
+/// A client that trickles its body is cut after the header read timeout.
+async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Resp> {
+    let max = shared.config.server.max_body_bytes;
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(len) if len > max => return Err(too_large(max)),
+            Some(_) => {}
+            None => return Err(bad_request("content-length: not a number")),
+        }
+    }
+    let body = Limited::new(req.into_body(), max as usize);
+    let timeout = shared.config.server.header_read_timeout;
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large(max)),
+        Ok(Err(_)) => Err(bad_request("body: could not be read")),
+        Err(_) => {
+            let mut resp = error(StatusCode::REQUEST_TIMEOUT, "timeout", "body: not received in time");
+            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
+}
+
+fn too_large(max: u64) -> Resp {
+    let mut resp = error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &format!("body: larger than {max} bytes"),
+    );
+    // The unread rest of the body makes the connection unusable.
+    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Parses a JSON body. On failure, parses again with path tracking so the
+/// message names the field (the error path is cold; the fast path is plain
+/// serde_json).
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Resp> {
+    match serde_json::from_slice::<T>(body) {
+        Ok(v) => Ok(v),
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let message = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+                Ok(_) => "body: invalid JSON".to_string(),
+                Err(err) => {
+                    let path = err.path().to_string();
+                    let inner = err.into_inner();
+                    if inner.is_syntax() || inner.is_eof() {
+                        format!("body: invalid JSON: {inner}")
+                    } else if path == "." {
+                        format!("body: {inner}")
+                    } else {
+                        format!("{path}: {inner}")
+                    }
+                }
+            };
+            Err(bad_request(&message))
+        }
+    }
+}
+
+fn parse_owned<T: DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
+    parse::<T>(body)
+}
+
+// ---------------------------------------------------------------------------
+// Purchase: the hot path
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseBody<'a> {
+    user_id: u64,
+    #[serde(default = "one")]
+    qty: u32,
+    #[serde(borrow, default)]
+    request_id: Option<Cow<'a, str>>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// FNV-1a 64 of the client's request id: the engine's idempotency key. Stable
+/// across builds and restarts because the log stores the hash.
+pub fn request_id_hash(request_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in request_id.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn check_request_id(id: &str) -> Result<u64, Resp> {
+    if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(bad_request("request_id: must be 1 to 64 printable ASCII characters"));
+    }
+    Ok(request_id_hash(id))
+}
+
+async fn purchase(shared: &Shared, core: &Core, sku: &str, req: Request<Incoming>) -> Resp {
+    let limiter = &shared.limiter;
+    let now = if limiter.enabled() { limiter.now_ns() } else { 0 };
+    if let Err(retry) = limiter.check_global(now) {
+        return rate_limited(shared, retry);
+    }
+    let body = match read_body(shared, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let p: PurchaseBody<'_> = match parse(&body) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    if let Err(retry) = limiter.check_user(p.user_id, now) {
+        return rate_limited(shared, retry);
+    }
+    let request_id = match p.request_id.as_deref().map(check_request_id).transpose() {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut sink = core.sink();
+    let outcome = core
+        .engine
+        .purchase(sku, p.user_id, p.qty, request_id, unix_ms(), &mut sink);
+    let (status, admission) = match outcome {
+        PurchaseOutcome::Admitted(a) => (StatusCode::CREATED, a),
+        PurchaseOutcome::Replayed(a) => (StatusCode::OK, a),
+        PurchaseOutcome::Rejected(r) => {
+            shared.metrics.rejection(r);
+            return rejection(r);
+        }
+    };
+    if let Err(err) = core.acknowledge(&sink).await {
+        shared
+            .metrics
+            .durable_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%err, "admission not acknowledged: the log failed");
+        return unavailable("the order log is unavailable");
+    }
+    let counter = if status == StatusCode::CREATED {
+        &shared.metrics.admissions
+    } else {
+        &shared.metrics.replays
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut body = String::with_capacity(160);
+    let _ = write!(
+        body,
+        "{{\"status\":\"admitted\",\"order_id\":\"{}\",\"sku\":\"{}\",\"user_id\":{},\"qty\":{},\"expires_at_ms\":{}}}",
+        admission.order_id.0, sku, admission.user_id, admission.qty, admission.expires_at_ms
+    );
+    json(status, body)
+}
+
+fn rejection(r: Rejection) -> Resp {
+    let (status, message) = match r {
+        Rejection::SoldOut => (StatusCode::CONFLICT, "sold out"),
+        Rejection::LimitExceeded => (StatusCode::CONFLICT, "qty: over the per-user limit of this sale"),
+        Rejection::NotStarted => (StatusCode::CONFLICT, "the sale has not started"),
+        Rejection::Ended => (StatusCode::CONFLICT, "the sale has ended"),
+        Rejection::Paused => (StatusCode::CONFLICT, "the sale is paused"),
+        Rejection::InProgress => (
+            StatusCode::CONFLICT,
+            "the same request_id is being decided by another request; retry",
+        ),
+        Rejection::UnknownSku => return unknown_sku(),
+        Rejection::InvalidSku => return bad_request("sku: must be 1 to 64 characters of [A-Za-z0-9_.-]"),
+        Rejection::InvalidQuantity => {
+            return bad_request(&format!("qty: must be between 1 and {}", engine::QTY_MAX))
+        }
+        Rejection::RequestIdReused => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "request_id: already used with a different sku or qty",
+        ),
+        Rejection::Unavailable(_) => return unavailable("the order log is full or has failed"),
+    };
+    error(status, r.as_str(), message)
+}
+
+// ---------------------------------------------------------------------------
+// Orders
+
+fn parse_order_id(id: &str) -> Option<OrderId> {
+    // Canonical decimal only, so one order has one URL.
+    if id.is_empty() || id.len() > 20 || (id.len() > 1 && id.starts_with('0')) || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse::<u64>().ok().map(OrderId)
+}
+
+fn order_json(order: &OrderView) -> String {
+    let mut body = String::with_capacity(192);
+    let _ = write!(
+        body,
+        "{{\"order_id\":\"{}\",\"sku\":\"{}\",\"user_id\":{},\"qty\":{},\"state\":\"{}\",\"created_at_ms\":{},\"expires_at_ms\":{}}}",
+        order.order_id.0,
+        order.sku,
+        order.user_id,
+        order.qty,
+        order.state.as_str(),
+        order.created_at_ms,
+        order.expires_at_ms
+    );
+    body
+}
+
+/// Whether the request carries the admin token, compared in constant time.
+fn is_admin(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return false;
+    };
+    let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    constant_time_eq(token, shared.config.server.admin_token.as_bytes())
+}
+
+/// Compares without an early exit, so the time taken does not tell how many
+/// leading bytes matched. (The length of the token is not secret.)
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+fn unauthorized() -> Resp {
+    let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token");
+    resp.headers_mut()
+        .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+fn query_user_id(req: &Request<Incoming>) -> Result<Option<u64>, Resp> {
+    let Some(query) = req.uri().query() else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("user_id=") {
+            return v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| bad_request("user_id: must be an unsigned 64-bit integer"));
+        }
+    }
+    Ok(None)
+}
+
+fn order_get(shared: &Shared, core: &Core, id: &str, req: &Request<Incoming>) -> Resp {
+    let user = match query_user_id(req) {
+        Ok(u) => u,
+        Err(resp) => return resp,
+    };
+    let admin = req.headers().contains_key(AUTHORIZATION);
+    if admin && !is_admin(shared, req) {
+        return unauthorized();
+    }
+    if !admin && user.is_none() {
+        return bad_request("user_id: query parameter required (or admin auth)");
+    }
+    let Some(order_id) = parse_order_id(id) else {
+        return unknown_order();
+    };
+    match core.engine.order(order_id) {
+        Some(order) if admin || Some(order.user_id) == user => json(StatusCode::OK, order_json(&order)),
+        _ => unknown_order(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    user_id: u64,
+}
+
+async fn order_cancel(shared: &Shared, core: &Core, id: &str, req: Request<Incoming>) -> Resp {
+    let body = match read_body(shared, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let c: CancelBody = match parse_owned(&body) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let Some(order_id) = parse_order_id(id) else {
+        return unknown_order();
+    };
+    let mut sink = core.sink();
+    let outcome = core.engine.cancel(order_id, c.user_id, unix_ms(), &mut sink);
+    order_outcome(shared, core, &sink, outcome).await
+}
+
+async fn order_pay(shared: &Shared, core: &Core, id: &str, req: Request<Incoming>) -> Resp {
+    if !is_admin(shared, &req) {
+        return unauthorized();
+    }
+    // The body is not used; read (bounded) so the connection stays reusable.
+    if let Err(resp) = read_body(shared, req).await {
+        return resp;
+    }
+    let Some(order_id) = parse_order_id(id) else {
+        return unknown_order();
+    };
+    let mut sink = core.sink();
+    let outcome = core.engine.pay(order_id, unix_ms(), &mut sink);
+    order_outcome(shared, core, &sink, outcome).await
+}
+
+async fn order_outcome(
+    shared: &Shared,
+    core: &Core,
+    sink: &crate::server::TrackedSink<'_>,
+    outcome: OrderOutcome,
+) -> Resp {
+    match outcome {
+        OrderOutcome::Done { order, .. } => {
+            // A repeat (changed == false) acknowledges an earlier change that
+            // may not be durable yet: `acknowledge` waits for it too.
+            if let Err(err) = core.acknowledge(sink).await {
+                shared
+                    .metrics
+                    .durable_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%err, "order change not acknowledged: the log failed");
+                return unavailable("the order log is unavailable");
+            }
+            json(StatusCode::OK, order_json(&order))
+        }
+        OrderOutcome::Rejected(r) => match r {
+            OrderRejection::UnknownOrder => unknown_order(),
+            OrderRejection::Paid => error(StatusCode::CONFLICT, r.as_str(), "the order is paid"),
+            OrderRejection::Cancelled => error(StatusCode::CONFLICT, r.as_str(), "the order was cancelled"),
+            OrderRejection::Expired => error(
+                StatusCode::CONFLICT,
+                r.as_str(),
+                "the reservation expired (and its units could not be taken again)",
+            ),
+            OrderRejection::Unavailable(_) => unavailable("the order log is full or has failed"),
+        },
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Admin
+
+fn sale_json(sale: &SaleView) -> String {
+    let mut body = String::with_capacity(256);
+    write_sale(&mut body, sale);
+    body
+}
+
+fn write_sale(out: &mut String, sale: &SaleView) {
+    let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+    let _ = write!(
+        out,
+        "{{\"sku\":\"{}\",\"stock\":{},\"remaining\":{},\"reserved\":{},\"paid\":{},\"per_user_limit\":{},\"starts_at_ms\":{},\"ends_at_ms\":{},\"reservation_ttl_ms\":{},\"state\":\"{}\"}}",
+        sale.sku,
+        sale.stock,
+        sale.remaining,
+        sale.reserved,
+        sale.paid,
+        sale.per_user_limit,
+        opt(sale.starts_at_ms),
+        opt(sale.ends_at_ms),
+        sale.reservation_ttl_ms,
+        sale.phase.as_str()
+    );
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    sku: String,
+    stock: u64,
+    #[serde(default = "one")]
+    per_user_limit: u32,
+    #[serde(default)]
+    starts_at_ms: Option<u64>,
+    #[serde(default)]
+    ends_at_ms: Option<u64>,
+    #[serde(default = "default_ttl")]
+    reservation_ttl_ms: u64,
+}
+
+fn default_ttl() -> u64 {
+    600_000
+}
+
+async fn admin_create(shared: &Shared, core: &Core, req: Request<Incoming>) -> Resp {
+    if !is_admin(shared, &req) {
+        return unauthorized();
+    }
+    let body = match read_body(shared, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let c: CreateBody = match parse_owned(&body) {
+        Ok(c) => c,
+        Err(resp) => return resp,
+    };
+    let spec = SaleSpec {
+        sku: c.sku,
+        stock: c.stock,
+        per_user_limit: c.per_user_limit,
+        starts_at_ms: c.starts_at_ms,
+        ends_at_ms: c.ends_at_ms,
+        reservation_ttl_ms: c.reservation_ttl_ms,
+    };
+    let mut sink = core.sink();
+    let result = core.engine.create_sale(spec, &mut sink);
+    let sale = match result {
+        Ok(sale) => sale,
+        Err(e) => {
+            return match e {
+                CreateSaleError::Exists => error(StatusCode::CONFLICT, "exists", "a sale with this sku exists"),
+                CreateSaleError::InvalidSku(err) => bad_request(&format!("sku: {err}")),
+                CreateSaleError::InvalidLimit => bad_request(&format!("per_user_limit: {e}")),
+                CreateSaleError::StockTooLarge => bad_request(&format!("stock: {e}")),
+                CreateSaleError::InvalidWindow => bad_request(&format!("ends_at_ms: {e}")),
+                CreateSaleError::InvalidTtl => bad_request(&format!("reservation_ttl_ms: {e}")),
+                CreateSaleError::TooManySales => error(StatusCode::CONFLICT, "too_many_sales", &e.to_string()),
+                CreateSaleError::Unavailable(_) => unavailable("the order log is full or has failed"),
+                _ => bad_request(&e.to_string()),
+            };
+        }
+    };
+    if let Err(err) = core.acknowledge(&sink).await {
+        tracing::warn!(%err, "sale creation not acknowledged: the log failed");
+        return unavailable("the order log is unavailable");
+    }
+    // The view the engine returns at creation is computed at time 0; answer
+    // with the sale as it stands now.
+    let sale = core.engine.sale(&sale.sku, unix_ms()).unwrap_or(sale);
+    json(StatusCode::CREATED, sale_json(&sale))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StockBody {
+    add: u64,
+}
+
+async fn admin_sale_op(shared: &Shared, core: &Core, route: Route, sku: &str, req: Request<Incoming>) -> Resp {
+    if !is_admin(shared, &req) {
+        return unauthorized();
+    }
+    let body = match read_body(shared, req).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let now = unix_ms();
+    let mut sink = core.sink();
+    let result = match route {
+        Route::AdminStock => {
+            let s: StockBody = match parse_owned(&body) {
+                Ok(s) => s,
+                Err(resp) => return resp,
+            };
+            core.engine.add_stock(sku, s.add, now, &mut sink)
+        }
+        Route::AdminPause => core.engine.pause(sku, now, &mut sink),
+        Route::AdminResume => core.engine.resume(sku, now, &mut sink),
+        _ => core.engine.end(sku, now, &mut sink),
+    };
+    let sale = match result {
+        Ok(sale) => sale,
+        Err(e) => {
+            return match e {
+                SaleOpError::UnknownSku => unknown_sku(),
+                SaleOpError::InvalidSku(err) => bad_request(&format!("sku: {err}")),
+                SaleOpError::ZeroAdd => bad_request("add: must be at least 1"),
+                SaleOpError::StockOverflow => bad_request(&format!("add: {e}")),
+                SaleOpError::Ended => error(StatusCode::CONFLICT, "ended", "the sale has ended"),
+                SaleOpError::Unavailable(_) => unavailable("the order log is full or has failed"),
+                _ => bad_request(&e.to_string()),
+            };
+        }
+    };
+    if let Err(err) = core.acknowledge(&sink).await {
+        tracing::warn!(%err, "sale change not acknowledged: the log failed");
+        return unavailable("the order log is unavailable");
+    }
+    json(StatusCode::OK, sale_json(&sale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_is_stable() {
+        // Reference values of FNV-1a 64: the log stores these hashes.
+        assert_eq!(request_id_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(request_id_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(request_id_hash("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn constant_time_eq_matches_eq() {
+        for (a, b) in [("", ""), ("a", ""), ("abc", "abc"), ("abc", "abd"), ("abc", "abcd")] {
+            assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn order_ids_are_canonical_decimal() {
+        assert_eq!(parse_order_id("42"), Some(OrderId(42)));
+        assert_eq!(parse_order_id("0"), Some(OrderId(0)));
+        for bad in ["", "042", "-1", "x", "99999999999999999999999", "+1"] {
+            assert_eq!(parse_order_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn request_ids_are_printable_ascii() {
+        assert!(check_request_id("abc-123 ~").is_ok());
+        assert!(check_request_id(&"x".repeat(64)).is_ok());
+        assert!(check_request_id(&"x".repeat(65)).is_err());
+        assert!(check_request_id("").is_err());
+        assert!(check_request_id("tab\t").is_err());
+        assert!(check_request_id("é").is_err());
+    }
+}

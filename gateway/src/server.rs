@@ -1,0 +1,286 @@
+//! The listener, shaped like mini-redis: the caller binds the socket and
+//! passes a shutdown future; [`run`] accepts connections under a semaphore,
+//! serves each with hyper's HTTP/1.1 connection, and on shutdown stops
+//! accepting, lets in-flight requests finish, stops the expiry ticker and
+//! flushes and syncs the log before returning.
+//!
+//! **Connection cap.** A permit is taken *before* `accept`, so over the cap
+//! new connections wait in the kernel's accept backlog instead of being
+//! accepted and dropped: a burst of clients is served late rather than
+//! refused. Idle keep-alive connections give their permit back after
+//! `header_read_timeout` (hyper's timer runs while waiting for the next
+//! request's head), so idle or slow clients cannot hold the cap forever.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use engine::{Engine, Event, EventSink, SinkError};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::wal::{Ticket, Wal, WalError, WalSink};
+
+/// Largest request head (request line plus headers); beyond it hyper answers 431.
+pub const HEADER_BYTES_MAX: usize = 8 * 1024;
+/// Per-connection read buffer bound (hyper's minimum is 8 KiB).
+const CONNECTION_BUFFER_BYTES_MAX: usize = 64 * 1024;
+/// How long shutdown waits for in-flight requests before closing anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Period of the reservation-expiry tick.
+const EXPIRY_TICK: Duration = Duration::from_millis(100);
+
+/// The engine and its log, present once recovery is done.
+pub struct Core {
+    pub engine: Engine,
+    pub wal: Wal,
+    /// One past the highest ticket any sink has handed out (0 = none yet).
+    /// An idempotent repeat (a purchase replay, a second pay) acknowledges a
+    /// change some other request made; it waits for this ticket so it never
+    /// acknowledges what is not durable yet. The sink bumps it inside `emit`,
+    /// i.e. before the engine publishes the change the repeat can observe.
+    max_ticket: AtomicU64,
+}
+
+/// A log sink that also records the highest ticket issued.
+pub struct TrackedSink<'a> {
+    inner: WalSink<'a>,
+    max_ticket: &'a AtomicU64,
+}
+
+impl TrackedSink<'_> {
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.inner.ticket()
+    }
+}
+
+impl EventSink for TrackedSink<'_> {
+    #[inline]
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        self.inner.emit(event)?;
+        if let Some(ticket) = self.inner.ticket() {
+            self.max_ticket.fetch_max(ticket.0 + 1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+}
+
+impl Core {
+    pub fn new(engine: Engine, wal: Wal) -> Core {
+        Core {
+            engine,
+            wal,
+            max_ticket: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn sink(&self) -> TrackedSink<'_> {
+        TrackedSink {
+            inner: self.wal.sink(),
+            max_ticket: &self.max_ticket,
+        }
+    }
+
+    /// Waits until everything any sink has accepted so far is durable.
+    pub async fn durable_all(&self) -> Result<(), WalError> {
+        match self.max_ticket.load(Ordering::Acquire) {
+            0 => Ok(()),
+            n => self.wal.durable(Ticket(n - 1)).await,
+        }
+    }
+
+    /// Waits until the sink's own event (if it emitted one) and everything
+    /// before it are durable; for a sink that emitted nothing (an idempotent
+    /// repeat), waits for everything accepted so far.
+    pub async fn acknowledge(&self, sink: &TrackedSink<'_>) -> Result<(), WalError> {
+        match sink.ticket() {
+            Some(ticket) => self.wal.durable(ticket).await,
+            None => self.durable_all().await,
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    pub config: Config,
+    pub limiter: RateLimiter,
+    pub metrics: Metrics,
+    core: OnceLock<Core>,
+    /// Set when shutdown begins: readiness turns false.
+    stopping: AtomicBool,
+    ticker: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            limiter: RateLimiter::new(&config.rate_limit),
+            config,
+            metrics: Metrics::default(),
+            core: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            ticker: Mutex::new(None),
+        })
+    }
+
+    /// Makes a recovered engine and its log live and starts the expiry ticker.
+    /// Until this is called every engine route answers 503.
+    pub fn install(self: &Arc<Self>, engine: Engine, wal: Wal) {
+        if self.core.set(Core::new(engine, wal)).is_err() {
+            panic!("Shared::install called twice");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::downgrade(self);
+        let stop2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("expiry".into())
+            .spawn(move || expiry_loop(shared, stop2))
+            .expect("spawn the expiry thread");
+        *self.ticker.lock() = Some((stop, handle));
+    }
+
+    #[inline]
+    pub fn core(&self) -> Option<&Core> {
+        self.core.get()
+    }
+
+    /// Ready once recovered, while the log accepts writes and until shutdown.
+    pub fn ready(&self) -> bool {
+        !self.stopping.load(Ordering::Acquire) && self.core().is_some_and(|c| c.wal.healthy())
+    }
+
+    /// Stops the ticker, then flushes and syncs the log. Idempotent.
+    pub fn shutdown_core(&self) -> Result<(), WalError> {
+        self.stopping.store(true, Ordering::Release);
+        if let Some((stop, handle)) = self.ticker.lock().take() {
+            stop.store(true, Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+        match self.core() {
+            Some(core) => core.wal.shutdown(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Unix time in milliseconds: the engine's `now_ms`.
+#[inline]
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Expires due reservations every `EXPIRY_TICK`. A dedicated thread because
+/// it is CPU work that may take a while when many orders come due at once.
+/// A deferred tick (queue full) is simply retried on the next one.
+fn expiry_loop(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(EXPIRY_TICK);
+        let Some(shared) = shared.upgrade() else { return };
+        let Some(core) = shared.core() else { continue };
+        let report = core.engine.expire_due(unix_ms(), core.sink());
+        if report.expired > 0 {
+            shared
+                .metrics
+                .expired_orders
+                .fetch_add(report.expired, Ordering::Relaxed);
+        }
+        if report.deferred {
+            tracing::debug!("expiry deferred: the log queue is full or failed");
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains and syncs.
+///
+/// Returns after every connection has finished (or `SHUTDOWN_GRACE` passed)
+/// and the log has been flushed and synced by [`Shared::shutdown_core`].
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WalError> {
+    let limit = shared.config.server.max_connections as usize;
+    let semaphore = Arc::new(Semaphore::new(limit));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.server.header_read_timeout)
+        .max_header_size(HEADER_BYTES_MAX)
+        .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+
+    loop {
+        // Cancel safety: both `acquire_owned` and `accept` may be dropped by
+        // the select without losing a connection (accept is cancel safe).
+        let permit = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let ip: IpAddr = peer.ip();
+        let svc_shared = shared.clone();
+        let service = service_fn(move |req| {
+            let shared = svc_shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(crate::routes::handle(&shared, ip, req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let conn_shared = shared.clone();
+        conn_shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        conn_shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, %peer, "connection ended with an error");
+            }
+            conn_shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+
+    drop(listener);
+    shared.stopping.store(true, Ordering::Release);
+    tracing::info!("shutting down: no longer accepting, draining connections");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+    }
+    let shared2 = shared.clone();
+    let result = tokio::task::spawn_blocking(move || shared2.shutdown_core())
+        .await
+        .expect("shutdown task panicked");
+    match &result {
+        Ok(()) => tracing::info!("log flushed and synced"),
+        Err(err) => tracing::error!(%err, "log shutdown failed"),
+    }
+    result
+}

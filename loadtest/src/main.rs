@@ -1,0 +1,298 @@
+//! `flashsale-loadtest`: simulate a flash sale against a flashsale server
+//! and verify it kept its promises. Exit status: 0 = every check passed,
+//! 1 = a check failed, 2 = the run itself could not be carried out.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use loadtest::ceiling::{self, CeilingOptions};
+use loadtest::spawn::{self, SpawnOptions};
+use loadtest::{html, report, RunOptions, Scenario};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Simulate a flash sale against a flashsale server and verify the outcome.
+///
+/// Scenario flags override `--scenario FILE`, which overrides the defaults.
+#[derive(Debug, Parser)]
+#[command(name = "flashsale-loadtest", version)]
+struct Args {
+    /// Server to test.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Admin bearer token.
+    #[arg(long, default_value = "change-me")]
+    admin_token: String,
+    /// TOML scenario file (keys = the scenario flags with underscores).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+
+    /// Distinct users [default: 100000].
+    #[arg(long)]
+    users: Option<u64>,
+    /// Stock of the hot SKU [default: 5000].
+    #[arg(long)]
+    hot_stock: Option<u64>,
+    /// Per-user limit of created sales [default: 1].
+    #[arg(long)]
+    per_user_limit: Option<u32>,
+    /// Units per primary purchase [default: 1].
+    #[arg(long)]
+    qty: Option<u32>,
+    /// Number of cold SKUs, picked with zipf popularity [default: 0].
+    #[arg(long)]
+    cold_skus: Option<u32>,
+    /// Stock of each cold SKU [default: 1000].
+    #[arg(long)]
+    cold_stock: Option<u64>,
+    /// Fraction of users going for a cold SKU [default: 0.2].
+    #[arg(long)]
+    cold_fraction: Option<f64>,
+    /// Zipf exponent of cold-SKU popularity [default: 1.1].
+    #[arg(long)]
+    zipf_s: Option<f64>,
+    /// Reservation TTL of created sales [default: 600000].
+    #[arg(long)]
+    reservation_ttl_ms: Option<u64>,
+    /// Fraction of admitted users that try to exceed their limit [default: 0.05].
+    #[arg(long)]
+    over_limit_fraction: Option<f64>,
+    /// Fraction of admitted users that replay their purchase [default: 0.05].
+    #[arg(long)]
+    replay_fraction: Option<f64>,
+    /// Fraction of admitted orders cancelled after the rush [default: 0.1].
+    #[arg(long)]
+    cancel_fraction: Option<f64>,
+    /// Fraction of admitted orders paid after the rush [default: 0.5].
+    #[arg(long)]
+    pay_fraction: Option<f64>,
+    /// Keep-alive connections (= concurrent workers) [default: 64].
+    #[arg(long, short = 'c')]
+    connections: Option<u32>,
+    /// Open loop at this many requests/s (wrk2-style); omit for closed loop.
+    #[arg(long, short = 'r')]
+    rate: Option<f64>,
+    /// Per-request timeout [default: 5000].
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Retries per logical request, same request_id [default: 8].
+    #[arg(long)]
+    max_retries: Option<u32>,
+    /// Cap on the pause before a retry [default: 200].
+    #[arg(long)]
+    retry_backoff_max_ms: Option<u64>,
+    /// Stop starting new users after this long [default: 300].
+    #[arg(long)]
+    max_duration_s: Option<u64>,
+    /// Concurrent order lookups during verification [default: 32].
+    #[arg(long)]
+    verify_concurrency: Option<u32>,
+    /// Seed of all random choices [default: from the clock].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Prefix of created SKU names [default: derived from the seed].
+    #[arg(long)]
+    sku_prefix: Option<String>,
+    /// Target existing sales instead of creating them (first = hot).
+    #[arg(long, value_delimiter = ',')]
+    existing_skus: Option<Vec<String>>,
+    /// First user id [default: derived from the seed].
+    #[arg(long)]
+    user_id_base: Option<u64>,
+
+    /// Write the machine-readable report here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write a self-contained HTML report here.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+
+    /// Start a flashsale server on a temp dir and free port, test it, stop it.
+    #[arg(long)]
+    spawn: bool,
+    /// Server binary for --spawn [default: $FLASHSALE_BIN, next to this binary, or built].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// WAL fsync mode for the spawned server's config.
+    #[arg(long, default_value = "always")]
+    spawn_fsync: String,
+
+    /// Measure the generator's ceiling with plain GETs instead of a sale.
+    #[arg(long)]
+    ceiling: bool,
+    /// Server for --ceiling [default: an in-process trivial server].
+    #[arg(long, value_name = "URL")]
+    ceiling_target: Option<String>,
+    /// Path requested by --ceiling.
+    #[arg(long, default_value = "/")]
+    ceiling_path: String,
+    /// Duration of --ceiling.
+    #[arg(long, default_value_t = 5)]
+    ceiling_secs: u64,
+}
+
+impl Args {
+    /// Defaults, then the file, then flags.
+    fn scenario(&self) -> Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(p) => Scenario::from_file(p)?,
+            None => Scenario::default(),
+        };
+        macro_rules! over {
+            ($($f:ident),*) => {$(
+                if let Some(v) = &self.$f { s.$f = v.clone(); }
+            )*};
+        }
+        over!(
+            users,
+            hot_stock,
+            per_user_limit,
+            qty,
+            cold_skus,
+            cold_stock,
+            cold_fraction,
+            zipf_s,
+            reservation_ttl_ms,
+            over_limit_fraction,
+            replay_fraction,
+            cancel_fraction,
+            pay_fraction,
+            connections,
+            timeout_ms,
+            max_retries,
+            retry_backoff_max_ms,
+            max_duration_s,
+            verify_concurrency,
+            existing_skus
+        );
+        if self.rate.is_some() {
+            s.rate = self.rate;
+        }
+        if self.seed.is_some() {
+            s.seed = self.seed;
+        }
+        if self.sku_prefix.is_some() {
+            s.sku_prefix.clone_from(&self.sku_prefix);
+        }
+        if self.user_id_base.is_some() {
+            s.user_id_base = self.user_id_base;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+fn write_outputs(args: &Args, r: &report::Report) -> Result<()> {
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(r)?;
+        std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &args.html {
+        std::fs::write(p, html::render_html(r))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+async fn real_main(args: Args) -> Result<ExitCode> {
+    if args.ceiling {
+        let s = args.scenario()?;
+        let r = ceiling::measure(&CeilingOptions {
+            target: args.ceiling_target.clone(),
+            path: args.ceiling_path.clone(),
+            connections: s.connections,
+            rate: s.rate,
+            duration: Duration::from_secs(args.ceiling_secs.clamp(1, 3600)),
+            timeout_ms: s.timeout_ms,
+            quiet: args.quiet,
+        })
+        .await?;
+        print!("{}", report::render_text(&r));
+        write_outputs(&args, &r)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let scenario = args.scenario()?;
+    let mut server = None;
+    let target = if args.spawn {
+        let bin = spawn::find_server_bin(args.server_bin.as_deref(), args.quiet)?;
+        let s = spawn::spawn_server(&SpawnOptions {
+            bin: bin.clone(),
+            admin_token: args.admin_token.clone(),
+            fsync: args.spawn_fsync.clone(),
+        })
+        .await?;
+        eprintln!(
+            "spawned {} at {} (dir {})",
+            bin.display(),
+            s.url,
+            s.dir().display()
+        );
+        let url = s.url.clone();
+        server = Some(s);
+        url
+    } else {
+        args.target.clone()
+    };
+    let opts = RunOptions {
+        scenario,
+        target,
+        admin_token: args.admin_token.clone(),
+        quiet: args.quiet,
+    };
+    let result = loadtest::run(&opts).await;
+    // Stop the server whatever happened, and before reporting, so its exit
+    // status is part of the verdict.
+    let stopped = match server {
+        Some(s) => {
+            let tail = s.log_tail();
+            Some(s.stop().await.map(|st| (st, tail)))
+        }
+        None => None,
+    };
+    let r = result?;
+    print!("{}", report::render_text(&r));
+    write_outputs(&args, &r)?;
+    let mut ok = r.passed();
+    if let Some(stopped) = stopped {
+        let (status, tail) = stopped?;
+        if status.success() {
+            println!("server stopped cleanly after SIGTERM");
+        } else {
+            ok = false;
+            println!("FAIL: server exited with {status} after SIGTERM; log tail:\n{tail}");
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: building runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(real_main(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

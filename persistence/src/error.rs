@@ -1,0 +1,57 @@
+//! The log's error type.
+
+use std::path::PathBuf;
+
+/// Why a log operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bytes on disk that are not what the log wrote: a checksum mismatch, a
+    /// bad header, a missing range of records. Start-up stops here.
+    #[error("corrupted log file {} at offset {offset}: {reason}", segment.display())]
+    Corrupted {
+        segment: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("{} has format version {version}, this build reads only {}", path.display(), crate::format::FORMAT_VERSION)]
+    UnsupportedVersion { path: PathBuf, version: u32 },
+    /// A record that decodes but that the engine refuses to apply.
+    #[error("record in {} at offset {offset} cannot be replayed: {source}", segment.display())]
+    Replay {
+        segment: PathBuf,
+        offset: u64,
+        #[source]
+        source: engine::ApplyError,
+    },
+    /// The log failed earlier (a write or fsync error) and refuses work.
+    #[error("the write-ahead log has failed and refuses work")]
+    Failed,
+    #[error("the write-ahead log is shut down")]
+    ShutDown,
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+}
+
+impl WalError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> WalError {
+        WalError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupted(segment: &std::path::Path, offset: u64, reason: impl Into<String>) -> WalError {
+        WalError::Corrupted {
+            segment: segment.to_path_buf(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

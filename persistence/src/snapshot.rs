@@ -1,0 +1,137 @@
+//! Snapshots, written in the background from closed segments.
+//!
+//! The writer closes its segment every `snapshot_every_records` records and
+//! sends the first LSN of the new one (`covered`). This thread rebuilds the
+//! state before `covered` in a scratch engine (previous snapshot + closed,
+//! immutable segments), exports it to `snapshot-<covered>.tmp`, syncs, renames,
+//! syncs the directory, and only then deletes what the snapshot covers. The
+//! live engine is never paused or read.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+
+use engine::{Engine, EngineConfig, Event, EventSink, SinkError};
+
+use crate::error::WalError;
+use crate::format::{self, FileKind};
+use crate::recovery::{self, Walk};
+use crate::storage::{Storage, StorageFile};
+use crate::wal::Shared;
+
+/// Buffer size of snapshot writes.
+const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
+
+pub(crate) struct Snapshotter {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) engine_config: EngineConfig,
+}
+
+impl Snapshotter {
+    pub(crate) fn run(self, rx: mpsc::Receiver<u64>) {
+        for covered in rx {
+            match write_snapshot(&*self.shared.storage, &self.shared.config.dir, self.engine_config, covered) {
+                Ok(()) => {
+                    self.shared.snapshots.fetch_add(1, Ordering::Relaxed);
+                }
+                // Not fatal to the log: segments stay until a later snapshot works.
+                Err(e) => tracing::error!(error = %e, covered, "snapshot failed"),
+            }
+            self.shared.snapshot_busy.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Frames exported events into a file, in large writes.
+struct SnapshotSink<'a> {
+    file: &'a mut dyn StorageFile,
+    buf: Vec<u8>,
+    records: u64,
+    error: Option<std::io::Error>,
+}
+
+impl SnapshotSink<'_> {
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        self.file.append(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl EventSink for SnapshotSink<'_> {
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        format::encode_frame_into(event, &mut self.buf);
+        self.records += 1;
+        if self.buf.len() >= SNAPSHOT_WRITE_BYTES {
+            if let Err(e) = self.flush() {
+                self.error = Some(e);
+                return Err(SinkError::Failed);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `snapshot-<covered>.snap` and removes what it supersedes.
+pub(crate) fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &std::path::Path,
+    engine_config: EngineConfig,
+    covered: u64,
+) -> Result<(), WalError> {
+    let listing = recovery::list_dir(storage, dir)?;
+    let scratch = Engine::new(engine_config);
+    let rebuilt = recovery::replay(storage, dir, &listing, &scratch, Walk::Repair, covered, false)?;
+    if rebuilt.next_lsn != covered {
+        return Err(WalError::corrupted(
+            &dir.join(format::segment_name(covered)),
+            0,
+            format!("closed segments end at LSN {}, snapshot needs {covered}", rebuilt.next_lsn),
+        ));
+    }
+    let tmp: PathBuf = dir.join(format::snapshot_tmp_name(covered));
+    let ctx = |what: &str| format!("{what} {}", tmp.display());
+    let mut file = storage.create(&tmp).map_err(|e| WalError::io(ctx("creating"), e))?;
+    file.append(&format::encode_header(FileKind::Snapshot, covered))
+        .map_err(|e| WalError::io(ctx("writing"), e))?;
+    let mut sink = SnapshotSink {
+        file: &mut *file,
+        buf: Vec::with_capacity(SNAPSHOT_WRITE_BYTES + 4096),
+        records: 0,
+        error: None,
+    };
+    let exported = scratch.export(&mut sink);
+    if exported.is_err() || sink.error.is_some() {
+        let e = sink.error.take().unwrap_or_else(|| std::io::Error::other("export failed"));
+        return Err(WalError::io(ctx("writing"), e));
+    }
+    let records = sink.records;
+    sink.buf.extend_from_slice(&format::encode_footer(records));
+    sink.flush().map_err(|e| WalError::io(ctx("writing"), e))?;
+    file.sync().map_err(|e| WalError::io(ctx("syncing"), e))?;
+    drop(file);
+    let path = dir.join(format::snapshot_name(covered));
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| WalError::io(ctx("renaming"), e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io(format!("syncing {}", dir.display()), e))?;
+    // The snapshot is durable: what it covers can go.
+    for &seg in listing.segments.iter().filter(|&&s| s < covered) {
+        let p = dir.join(format::segment_name(seg));
+        storage.remove(&p).map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
+    }
+    for &s in listing.snapshots.iter().filter(|&&s| s < covered) {
+        let p = dir.join(format::snapshot_name(s));
+        storage.remove(&p).map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
+    }
+    storage
+        .sync_dir(dir)
+        .map_err(|e| WalError::io(format!("syncing {}", dir.display()), e))?;
+    tracing::info!(covered, records, "snapshot written");
+    Ok(())
+}

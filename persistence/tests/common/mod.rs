@@ -1,0 +1,193 @@
+//! Shared helpers: configs, a sink that records what was logged, and a
+//! seeded driver of random engine operations.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engine::{Engine, EngineConfig, Event, EventSink, OrderId, PurchaseOutcome, SaleSpec, SinkError};
+use parking_lot::Mutex;
+use persistence::{open_with_storage, FsyncMode, RecoveryReport, SimStorage, Storage, Ticket, Wal, WalConfig};
+
+pub const ENGINE: EngineConfig = EngineConfig { shards: 2 };
+
+pub fn sim_dir() -> PathBuf {
+    PathBuf::from("/sim/wal")
+}
+
+pub fn config(dir: &Path) -> WalConfig {
+    let mut c = WalConfig::new(dir);
+    c.snapshot_every_records = 0;
+    c
+}
+
+pub fn open_sim(sim: &SimStorage, config: WalConfig) -> (Engine, Wal, RecoveryReport) {
+    open_with_storage(config, ENGINE, Arc::new(sim.clone()) as Arc<dyn Storage>).expect("open")
+}
+
+/// Forwards to the log and remembers (ticket, event) of what it accepted.
+pub struct Tee<'a> {
+    pub wal: &'a Wal,
+    pub log: &'a Mutex<Vec<(u64, Event)>>,
+    pub last: Option<Ticket>,
+}
+
+impl EventSink for Tee<'_> {
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        let mut sink = self.wal.sink();
+        sink.emit(event)?;
+        let t = sink.ticket().expect("a ticket");
+        self.log.lock().push((t.0, event.clone()));
+        self.last = Some(t);
+        Ok(())
+    }
+}
+
+/// One random operation on the engine.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Purchase { sale: u8, user: u8, qty: u32, request: Option<u8> },
+    Pay(u16),
+    Cancel(u16),
+    Expire,
+    AddStock { sale: u8, add: u64 },
+    Pause(u8),
+    Resume(u8),
+    End(u8),
+}
+
+pub const SALES: u8 = 3;
+
+pub fn sku(sale: u8) -> String {
+    format!("sku-{sale}")
+}
+
+/// Drives the engine; `now` moves 10 ms per op so reservations (TTL 100 ms) expire.
+pub struct Driver {
+    pub now: u64,
+    pub orders: Vec<(OrderId, u64)>,
+}
+
+impl Driver {
+    pub fn new(engine: &Engine, sink: &mut dyn EventSink) -> Driver {
+        for s in 0..SALES {
+            let spec = SaleSpec {
+                sku: sku(s),
+                stock: 10,
+                per_user_limit: 3,
+                starts_at_ms: None,
+                ends_at_ms: None,
+                reservation_ttl_ms: 100,
+            };
+            engine.create_sale(spec, &mut *sink).expect("create sale");
+        }
+        Driver {
+            now: 1,
+            orders: Vec::new(),
+        }
+    }
+
+    /// Applies `op`; returns whether the engine logged something.
+    pub fn step(&mut self, engine: &Engine, op: &Op, sink: &mut dyn EventSink) {
+        self.now += 10;
+        let now = self.now;
+        match *op {
+            Op::Purchase { sale, user, qty, request } => {
+                let out = engine.purchase(&sku(sale), u64::from(user), qty, request.map(u64::from), now, &mut *sink);
+                if let PurchaseOutcome::Admitted(a) = out {
+                    self.orders.push((a.order_id, a.user_id));
+                }
+            }
+            Op::Pay(n) if !self.orders.is_empty() => {
+                let (id, _) = self.orders[n as usize % self.orders.len()];
+                engine.pay(id, now, &mut *sink);
+            }
+            Op::Cancel(n) if !self.orders.is_empty() => {
+                let (id, user) = self.orders[n as usize % self.orders.len()];
+                engine.cancel(id, user, now, &mut *sink);
+            }
+            Op::Pay(_) | Op::Cancel(_) => {}
+            Op::Expire => {
+                engine.expire_due(now, &mut *sink);
+            }
+            Op::AddStock { sale, add } => {
+                let _ = engine.add_stock(&sku(sale), add, now, &mut *sink);
+            }
+            Op::Pause(s) => {
+                let _ = engine.pause(&sku(s), now, &mut *sink);
+            }
+            Op::Resume(s) => {
+                let _ = engine.resume(&sku(s), now, &mut *sink);
+            }
+            Op::End(s) => {
+                let _ = engine.end(&sku(s), now, &mut *sink);
+            }
+        }
+    }
+}
+
+/// A seeded stream of ops (xorshift, no extra dependency on rand's API).
+pub fn random_ops(seed: u64, n: usize) -> Vec<Op> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let r = next();
+            let a = (r >> 8) as u8;
+            match r % 20 {
+                0..=9 => Op::Purchase {
+                    sale: a % SALES,
+                    user: (r >> 16) as u8 % 8,
+                    qty: (r >> 24) as u32 % 3 + 1,
+                    request: ((r >> 32) % 2 == 0).then_some((r >> 40) as u8 % 16),
+                },
+                10..=12 => Op::Pay((r >> 8) as u16),
+                13..=15 => Op::Cancel((r >> 8) as u16),
+                16 => Op::Expire,
+                17 => Op::AddStock {
+                    sale: a % SALES,
+                    add: (r >> 16) % 5 + 1,
+                },
+                18 => Op::Pause(a % SALES),
+                _ => {
+                    if (r >> 20) % 8 == 0 {
+                        Op::End(a % SALES)
+                    } else {
+                        Op::Resume(a % SALES)
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// An engine rebuilt from the first `n` logged events.
+pub fn replayed(log: &[(u64, Event)], n: usize) -> Engine {
+    let engine = Engine::new(ENGINE);
+    for (_, e) in &log[..n] {
+        engine.apply(e).expect("apply");
+    }
+    engine
+}
+
+/// Runs `ops` single-threaded through the log; returns the logged events.
+pub fn run_ops(engine: &Engine, wal: &Wal, ops: &[Op]) -> Vec<(u64, Event)> {
+    let log = Mutex::new(Vec::new());
+    {
+        let mut tee = Tee { wal, log: &log, last: None };
+        let mut driver = Driver::new(engine, &mut tee);
+        for op in ops {
+            driver.step(engine, op, &mut tee);
+        }
+    }
+    log.into_inner()
+}
+
+pub fn fsync_modes() -> [FsyncMode; 3] {
+    [FsyncMode::Always, FsyncMode::Interval, FsyncMode::Never]
+}
