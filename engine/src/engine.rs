@@ -51,6 +51,10 @@ impl Hasher for IdHasher {
 
 type IdBuild = BuildHasherDefault<IdHasher>;
 
+/// Randomly keyed hasher for keys a client chooses: as resistant to hash
+/// flooding as std's SipHash, several times cheaper on 16-byte keys.
+type KeyedBuild = ahash::RandomState;
+
 /// FNV-1a of the SKU: picks its shard. Deterministic so a given SKU lands on
 /// the same shard on every start with the same shard count.
 fn sku_hash(sku: &str) -> u64 {
@@ -166,9 +170,9 @@ struct Shard {
     orders: DashMap<u64, Order, IdBuild>,
     /// Units each user holds (reserved + paid) per sale ordinal. Entries at 0
     /// are removed so the map is bounded by live holdings.
-    holdings: DashMap<(u32, u64), AtomicU32>,
+    holdings: DashMap<(u32, u64), AtomicU32, KeyedBuild>,
     /// (user, request id) → order id, or `IDEM_PENDING` while being decided.
-    idempotency: DashMap<(u64, u64), u64>,
+    idempotency: DashMap<(u64, u64), u64, KeyedBuild>,
     /// Admissions not yet moved into `expiry_heap`: producers push here without
     /// a lock; only the expiry tick takes the heap's lock.
     expiry_incoming: SegQueue<(u64, u64)>,
@@ -180,8 +184,8 @@ impl Shard {
         Shard {
             sales: ArcSwap::from_pointee(HashMap::default()),
             orders: DashMap::default(),
-            holdings: DashMap::new(),
-            idempotency: DashMap::new(),
+            holdings: DashMap::default(),
+            idempotency: DashMap::default(),
             expiry_incoming: SegQueue::new(),
             expiry_heap: Mutex::new(BinaryHeap::new()),
         }
