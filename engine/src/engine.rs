@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::event::{Event, EventSink};
 use crate::gate;
+use crate::orders::{Order, OrderTable};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::types::*;
 
@@ -101,6 +102,11 @@ pub(crate) struct Sale {
     paid: AtomicU64,
     /// Initial stock plus every top-up.
     total: AtomicU64,
+    /// This sale's orders, by sequence number.
+    orders: OrderTable,
+    /// Orders written to `orders` (sequence numbers burned by a refused
+    /// event leave holes, so this can be below `next_seq`).
+    order_count: AtomicU64,
     status: AtomicU8,
     /// Serialises operator actions (top-up, pause, resume, end) with their
     /// events so the log orders them as they happened. Never taken by buyers.
@@ -135,6 +141,12 @@ impl Sale {
         }
     }
 
+    /// When an order was admitted: its expiry less the sale's TTL (the slot
+    /// does not store it, to stay at 24 bytes).
+    fn created_at(&self, order: &Order) -> u64 {
+        order.expires_at_ms.saturating_sub(self.reservation_ttl_ms)
+    }
+
     /// The gate a purchase passes before any shared write. Reads only.
     #[inline]
     fn check_open(&self, now_ms: u64) -> Result<(), Rejection> {
@@ -152,22 +164,11 @@ impl Sale {
     }
 }
 
-/// Fixed-size state of one order (40 bytes).
-#[derive(Clone, Copy, Debug)]
-struct Order {
-    user_id: u64,
-    created_at_ms: u64,
-    expires_at_ms: u64,
-    qty: u32,
-    state: OrderState,
-}
-
-/// A shard owns its SKUs, their orders, the per-(SKU, user) counters and the
-/// expiry queue of those orders. Idempotency records live in the shard of the
-/// user who made the request.
+/// A shard owns its SKUs (and through them their orders), the per-(SKU,
+/// user) counters and the expiry queue of those orders. Idempotency records
+/// live in the shard of the user who made the request.
 struct Shard {
     sales: ArcSwap<HashMap<Arc<str>, Arc<Sale>, IdBuild>>,
-    orders: DashMap<u64, Order, IdBuild>,
     /// Units each user holds (reserved + paid) per sale ordinal. Entries at 0
     /// are removed so the map is bounded by live holdings.
     holdings: DashMap<(u32, u64), AtomicU32, KeyedBuild>,
@@ -183,7 +184,6 @@ impl Shard {
     fn new() -> Shard {
         Shard {
             sales: ArcSwap::from_pointee(HashMap::default()),
-            orders: DashMap::default(),
             holdings: DashMap::default(),
             idempotency: DashMap::default(),
             expiry_incoming: SegQueue::new(),
@@ -324,6 +324,8 @@ impl Engine {
             next_seq: CachePadded::new(AtomicU64::new(0)),
             paid: AtomicU64::new(0),
             total: AtomicU64::new(spec.stock),
+            orders: OrderTable::new(),
+            order_count: AtomicU64::new(0),
             status: AtomicU8::new(STATUS_OPEN),
             admin: Mutex::new(()),
         });
@@ -482,7 +484,7 @@ impl Engine {
             if let Some(request_id) = request_id {
                 let idem = self.shard_of_user(user_id);
                 if let Some(order_id) = idem.idempotency.get(&(user_id, request_id)).map(|v| *v) {
-                    return self.replay(sale, shard, order_id, user_id, qty);
+                    return self.replay(sale, order_id, user_id, qty);
                 }
             }
             return Rejected(match open {
@@ -498,7 +500,7 @@ impl Engine {
                 Entry::Occupied(entry) => {
                     let order_id = *entry.get();
                     drop(entry);
-                    return self.replay(sale, shard, order_id, user_id, qty);
+                    return self.replay(sale, order_id, user_id, qty);
                 }
                 Entry::Vacant(entry) => {
                     entry.insert(IDEM_PENDING);
@@ -560,16 +562,17 @@ impl Engine {
         }
         // The order becomes visible only after its event is queued, so any
         // later pay, cancel or expiry of it is logged after the admission.
-        shard.orders.insert(
-            order_id.0,
+        let fresh = sale.orders.insert(
+            seq,
             Order {
                 user_id,
-                created_at_ms: now_ms,
                 expires_at_ms,
                 qty,
                 state: OrderState::Reserved,
             },
         );
+        assert!(fresh, "order sequence {seq} issued twice");
+        sale.order_count.fetch_add(1, Ordering::Relaxed);
         shard.expiry_incoming.push((expires_at_ms, order_id.0));
         PurchaseOutcome::Admitted(Admission {
             order_id,
@@ -580,14 +583,7 @@ impl Engine {
         })
     }
 
-    fn replay(
-        &self,
-        sale: &Sale,
-        shard: &Shard,
-        order_id: u64,
-        user_id: u64,
-        qty: u32,
-    ) -> PurchaseOutcome {
+    fn replay(&self, sale: &Sale, order_id: u64, user_id: u64, qty: u32) -> PurchaseOutcome {
         if order_id == IDEM_PENDING {
             return PurchaseOutcome::Rejected(Rejection::InProgress);
         }
@@ -595,8 +591,8 @@ impl Engine {
         if id.ordinal() != sale.ordinal {
             return PurchaseOutcome::Rejected(Rejection::RequestIdReused);
         }
-        let order = match shard.orders.get(&order_id) {
-            Some(order) => *order,
+        let order = match sale.orders.get(id.seq()) {
+            Some(order) => order,
             // Recorded as done, so its order exists; being wrong here would
             // be a bug, but a retry is the safe answer for the client.
             None => return PurchaseOutcome::Rejected(Rejection::InProgress),
@@ -609,7 +605,7 @@ impl Engine {
             order_id: id,
             user_id,
             qty,
-            created_at_ms: order.created_at_ms,
+            created_at_ms: sale.created_at(&order),
             expires_at_ms: order.expires_at_ms,
         })
     }
@@ -627,14 +623,14 @@ impl Engine {
             user_id: order.user_id,
             qty: order.qty,
             state: order.state,
-            created_at_ms: order.created_at_ms,
+            created_at_ms: sale.created_at(order),
             expires_at_ms: order.expires_at_ms,
         }
     }
 
     pub fn order(&self, order_id: OrderId) -> Option<OrderView> {
-        let (sale, shard) = self.order_home(order_id)?;
-        let order = *shard.orders.get(&order_id.0)?;
+        let sale = self.sale_by_ordinal(order_id.ordinal())?;
+        let order = sale.orders.get(order_id.seq())?;
         Some(Self::view_of(&sale, order_id, &order))
     }
 
@@ -645,11 +641,12 @@ impl Engine {
         let Some((sale, shard)) = self.order_home(order_id) else {
             return Rejected(OrderRejection::UnknownOrder);
         };
-        // The entry's write lock orders this change and its event against any
+        // The order's lock orders this change and its event against any
         // other change to the same order.
-        let Some(mut order) = shard.orders.get_mut(&order_id.0) else {
+        let Some(mut guard) = sale.orders.lock(order_id.seq()) else {
             return Rejected(OrderRejection::UnknownOrder);
         };
+        let order = guard.order;
         let retaken = match order.state {
             OrderState::Paid => {
                 return Done {
@@ -682,10 +679,10 @@ impl Engine {
             }
             return Rejected(OrderRejection::Unavailable(err));
         }
-        order.state = OrderState::Paid;
+        guard.set_state(OrderState::Paid);
         sale.paid.fetch_add(u64::from(order.qty), Ordering::AcqRel);
         Done {
-            order: Self::view_of(&sale, order_id, &order),
+            order: Self::view_of(&sale, order_id, &guard.order),
             changed: true,
         }
     }
@@ -703,9 +700,10 @@ impl Engine {
         let Some((sale, shard)) = self.order_home(order_id) else {
             return Rejected(OrderRejection::UnknownOrder);
         };
-        let Some(mut order) = shard.orders.get_mut(&order_id.0) else {
+        let Some(mut guard) = sale.orders.lock(order_id.seq()) else {
             return Rejected(OrderRejection::UnknownOrder);
         };
+        let order = guard.order;
         if order.user_id != user_id {
             return Rejected(OrderRejection::UnknownOrder);
         }
@@ -728,9 +726,9 @@ impl Engine {
             return Rejected(OrderRejection::Unavailable(err));
         }
         // Logged before the units return: a buyer who gets them is logged after.
-        order.state = OrderState::Cancelled;
-        let view = Self::view_of(&sale, order_id, &order);
-        drop(order);
+        guard.set_state(OrderState::Cancelled);
+        let view = Self::view_of(&sale, order_id, &guard.order);
+        drop(guard);
         gate::give_back(&sale.remaining, u64::from(view.qty));
         shard.release_holding(sale.ordinal, view.user_id, view.qty);
         Done {
@@ -760,13 +758,13 @@ impl Engine {
                 let sale = self
                     .sale_by_ordinal(id.ordinal())
                     .expect("an order's sale exists");
-                let Some(mut order) = shard.orders.get_mut(&order_id) else {
+                let Some(mut guard) = sale.orders.lock(id.seq()) else {
                     heap.pop();
                     continue;
                 };
-                if order.state != OrderState::Reserved {
+                if guard.order.state != OrderState::Reserved {
                     // Paid or cancelled in time: nothing to do.
-                    drop(order);
+                    drop(guard);
                     heap.pop();
                     continue;
                 }
@@ -779,9 +777,9 @@ impl Engine {
                     return report;
                 }
                 heap.pop();
-                order.state = OrderState::Expired;
-                let (qty, user) = (order.qty, order.user_id);
-                drop(order);
+                guard.set_state(OrderState::Expired);
+                let (qty, user) = (guard.order.qty, guard.order.user_id);
+                drop(guard);
                 gate::give_back(&sale.remaining, u64::from(qty));
                 shard.release_holding(sale.ordinal, user, qty);
                 report.expired += 1;
@@ -792,7 +790,11 @@ impl Engine {
 
     /// Number of orders held (all states).
     pub fn order_count(&self) -> u64 {
-        self.shards.iter().map(|s| s.orders.len() as u64).sum()
+        self.by_ordinal
+            .load()
+            .iter()
+            .map(|s| s.order_count.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Applies one logged event to rebuild state, without re-deciding it.
@@ -868,7 +870,12 @@ impl Engine {
                 if qty == 0 || qty > sale.per_user_limit {
                     return Err(ApplyError::Invalid("admitted quantity out of range"));
                 }
-                if shard.orders.contains_key(&order_id) {
+                if created_at_ms.saturating_add(sale.reservation_ttl_ms) != expires_at_ms {
+                    return Err(ApplyError::Invalid(
+                        "admission expiry does not match the sale's TTL",
+                    ));
+                }
+                if sale.orders.get(id.seq()).is_some() {
                     return Err(ApplyError::DuplicateOrder(order_id));
                 }
                 if !gate::try_take(&sale.remaining, u64::from(qty)) {
@@ -879,16 +886,17 @@ impl Engine {
                     return Err(ApplyError::Invalid("admission exceeds the user's limit"));
                 }
                 sale.next_seq.fetch_max(id.seq() + 1, Ordering::AcqRel);
-                shard.orders.insert(
-                    order_id,
+                let fresh = sale.orders.insert(
+                    id.seq(),
                     Order {
                         user_id,
-                        created_at_ms,
                         expires_at_ms,
                         qty,
                         state: OrderState::Reserved,
                     },
                 );
+                assert!(fresh, "checked vacant above; apply runs on one thread");
+                sale.order_count.fetch_add(1, Ordering::Relaxed);
                 shard.expiry_incoming.push((expires_at_ms, order_id));
                 if let Some(request_id) = request_id {
                     self.shard_of_user(user_id)
@@ -903,10 +911,11 @@ impl Engine {
                 let (sale, shard) = self
                     .order_home(id)
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
-                let mut order = shard
+                let mut guard = sale
                     .orders
-                    .get_mut(&order_id)
+                    .lock(id.seq())
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
+                let order = guard.order;
                 let expected = if retaken {
                     OrderState::Expired
                 } else {
@@ -931,7 +940,7 @@ impl Engine {
                         ));
                     }
                 }
-                order.state = OrderState::Paid;
+                guard.set_state(OrderState::Paid);
                 sale.paid.fetch_add(u64::from(order.qty), Ordering::AcqRel);
             }
             Event::Cancelled { order_id, .. } | Event::Expired { order_id, .. } => {
@@ -939,22 +948,22 @@ impl Engine {
                 let (sale, shard) = self
                     .order_home(id)
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
-                let mut order = shard
+                let mut guard = sale
                     .orders
-                    .get_mut(&order_id)
+                    .lock(id.seq())
                     .ok_or(ApplyError::UnknownOrder(order_id))?;
-                if order.state != OrderState::Reserved {
+                if guard.order.state != OrderState::Reserved {
                     return Err(ApplyError::Invalid(
                         "release of an order that is not reserved",
                     ));
                 }
-                order.state = if matches!(event, Event::Cancelled { .. }) {
+                guard.set_state(if matches!(event, Event::Cancelled { .. }) {
                     OrderState::Cancelled
                 } else {
                     OrderState::Expired
-                };
-                let (qty, user) = (order.qty, order.user_id);
-                drop(order);
+                });
+                let (qty, user) = (guard.order.qty, guard.order.user_id);
+                drop(guard);
                 gate::give_back(&sale.remaining, u64::from(qty));
                 shard.release_holding(sale.ordinal, user, qty);
             }
@@ -1028,20 +1037,21 @@ impl Engine {
 
     pub(crate) fn order_parts(&self) -> Vec<OrderParts> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            for entry in shard.orders.iter() {
-                let o = entry.value();
+        for sale in self.sales_by_ordinal().iter() {
+            for seq in 0..sale.next_seq.load(Ordering::Acquire) {
+                let Some(o) = sale.orders.get(seq) else {
+                    continue;
+                };
                 out.push(OrderParts {
-                    order_id: *entry.key(),
+                    order_id: OrderId::new(sale.ordinal, seq).0,
                     user_id: o.user_id,
                     qty: o.qty,
                     state: o.state,
-                    created_at_ms: o.created_at_ms,
+                    created_at_ms: sale.created_at(&o),
                     expires_at_ms: o.expires_at_ms,
                 });
             }
         }
-        out.sort_by_key(|o| o.order_id);
         out
     }
 

@@ -14,6 +14,7 @@
 mod engine;
 mod event;
 pub mod gate;
+mod orders;
 mod state;
 mod sync;
 mod types;
