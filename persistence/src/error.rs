@@ -47,7 +47,11 @@ impl WalError {
         }
     }
 
-    pub(crate) fn corrupted(segment: &std::path::Path, offset: u64, reason: impl Into<String>) -> WalError {
+    pub(crate) fn corrupted(
+        segment: &std::path::Path,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> WalError {
         WalError::Corrupted {
             segment: segment.to_path_buf(),
             offset,

@@ -67,7 +67,8 @@ pub fn encode_frame(event: &Event) -> Vec<u8> {
 pub fn decode_payload(payload: &[u8], scratch: &mut AlignedVec<16>) -> Result<Event, String> {
     scratch.clear();
     scratch.extend_from_slice(payload);
-    rkyv::from_bytes::<Event, rancor::Error>(scratch).map_err(|e| format!("undecodable record: {e}"))
+    rkyv::from_bytes::<Event, rancor::Error>(scratch)
+        .map_err(|e| format!("undecodable record: {e}"))
 }
 
 /// Kind of file a header starts.
@@ -116,7 +117,9 @@ pub fn decode_header(kind: FileKind, path: &Path, bytes: &[u8]) -> Result<u64, W
             version,
         });
     }
-    Ok(u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes")))
+    Ok(u64::from_le_bytes(
+        bytes[16..24].try_into().expect("8 bytes"),
+    ))
 }
 
 pub fn encode_footer(records: u64) -> [u8; FOOTER_BYTES] {
@@ -131,13 +134,23 @@ pub fn encode_footer(records: u64) -> [u8; FOOTER_BYTES] {
 /// Checks a snapshot footer and returns the record count it promises.
 pub fn decode_footer(path: &Path, offset: u64, bytes: &[u8]) -> Result<u64, WalError> {
     if bytes.len() != FOOTER_BYTES || bytes[0..8] != SNAPSHOT_END_MAGIC {
-        return Err(WalError::corrupted(path, offset, "snapshot footer missing or damaged"));
+        return Err(WalError::corrupted(
+            path,
+            offset,
+            "snapshot footer missing or damaged",
+        ));
     }
     let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
     if crc32c::crc32c(&bytes[..20]) != crc {
-        return Err(WalError::corrupted(path, offset, "snapshot footer checksum mismatch"));
+        return Err(WalError::corrupted(
+            path,
+            offset,
+            "snapshot footer checksum mismatch",
+        ));
     }
-    Ok(u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")))
+    Ok(u64::from_le_bytes(
+        bytes[8..16].try_into().expect("8 bytes"),
+    ))
 }
 
 /// Why the frame at some offset is not a good record.
@@ -257,7 +270,10 @@ pub fn parse_name(name: &str) -> Option<LogFile> {
             .then(|| digits.parse().ok())
             .flatten()
     }
-    if let Some(rest) = name.strip_prefix("wal-").and_then(|r| r.strip_suffix(".log")) {
+    if let Some(rest) = name
+        .strip_prefix("wal-")
+        .and_then(|r| r.strip_suffix(".log"))
+    {
         return lsn(rest).map(LogFile::Segment);
     }
     if let Some(rest) = name.strip_prefix("snapshot-") {
@@ -303,8 +319,14 @@ mod tests {
                 at_ms: 2,
                 retaken: true,
             },
-            Event::Cancelled { order_id: 1, at_ms: 3 },
-            Event::Expired { order_id: 1, at_ms: 4 },
+            Event::Cancelled {
+                order_id: 1,
+                at_ms: 3,
+            },
+            Event::Expired {
+                order_id: 1,
+                at_ms: 4,
+            },
         ]
     }
 
@@ -319,7 +341,10 @@ mod tests {
         let mut offset = 0;
         for e in &events {
             let range = read_frame(&bytes, offset).unwrap();
-            assert_eq!(&decode_payload(&bytes[range.clone()], &mut scratch).unwrap(), e);
+            assert_eq!(
+                &decode_payload(&bytes[range.clone()], &mut scratch).unwrap(),
+                e
+            );
             offset = range.end;
         }
         assert_eq!(offset, bytes.len());

@@ -34,7 +34,10 @@ pub use crate::wal::{Ticket, Wal, WalSink};
 /// Recover the engine from `config.dir` (creating the dir if missing), then
 /// start the writer thread, ready to append. Not ready (the caller doesn't
 /// serve) until this returns.
-pub fn open(config: WalConfig, engine: EngineConfig) -> Result<(Engine, Wal, RecoveryReport), WalError> {
+pub fn open(
+    config: WalConfig,
+    engine: EngineConfig,
+) -> Result<(Engine, Wal, RecoveryReport), WalError> {
     open_with_storage(config, engine, Arc::new(FsStorage))
 }
 
@@ -61,7 +64,11 @@ pub fn open_with_storage(
         true,
     )?;
     recovery::clean_up(&*storage, &dir, &listing)?;
-    let shared = Arc::new(wal::Shared::new(config.clone(), storage, recovered.next_lsn));
+    let shared = Arc::new(wal::Shared::new(
+        config.clone(),
+        storage,
+        recovered.next_lsn,
+    ));
     let (tx, rx) = if config.snapshot_every_records > 0 {
         let (tx, rx) = mpsc::channel();
         (Some(tx), Some(rx))
@@ -91,10 +98,14 @@ fn validate(config: &WalConfig) -> Result<(), WalError> {
         return Err(WalError::Config("queue_capacity must be at least 1".into()));
     }
     if config.segment_bytes < 256 {
-        return Err(WalError::Config("segment_bytes must be at least 256".into()));
+        return Err(WalError::Config(
+            "segment_bytes must be at least 256".into(),
+        ));
     }
     if config.fsync == FsyncMode::Interval && config.fsync_interval_ms == 0 {
-        return Err(WalError::Config("fsync_interval_ms must be at least 1".into()));
+        return Err(WalError::Config(
+            "fsync_interval_ms must be at least 1".into(),
+        ));
     }
     Ok(())
 }

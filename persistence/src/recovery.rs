@@ -10,7 +10,9 @@ use engine::{Engine, Event};
 use rkyv::util::AlignedVec;
 
 use crate::error::WalError;
-use crate::format::{self, FileKind, LogFile, FOOTER_BYTES, FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX};
+use crate::format::{
+    self, FileKind, LogFile, FOOTER_BYTES, FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX,
+};
 use crate::storage::Storage;
 
 /// What start-up recovery did.
@@ -43,7 +45,11 @@ impl fmt::Display for VerifyReport {
         write!(
             f,
             "ok: {} segments, {} records, {} snapshots ({} records), torn tail {} bytes",
-            self.segments, self.records, self.snapshots, self.snapshot_records, self.torn_tail_bytes
+            self.segments,
+            self.records,
+            self.snapshots,
+            self.snapshot_records,
+            self.torn_tail_bytes
         )
     }
 }
@@ -87,7 +93,11 @@ pub(crate) fn read_snapshot(
     let mut reader = BufReader::with_capacity(1 << 20, reader);
     let io_err = |e| WalError::io(format!("reading {}", path.display()), e);
     if len < (HEADER_BYTES + FOOTER_BYTES) as u64 {
-        return Err(WalError::corrupted(path, 0, "snapshot shorter than header and footer"));
+        return Err(WalError::corrupted(
+            path,
+            0,
+            "snapshot shorter than header and footer",
+        ));
     }
     let mut header = [0u8; HEADER_BYTES];
     reader.read_exact(&mut header).map_err(io_err)?;
@@ -100,23 +110,40 @@ pub(crate) fn read_snapshot(
     while offset < end {
         let mut fh = [0u8; FRAME_HEADER_BYTES];
         if offset + FRAME_HEADER_BYTES as u64 > end {
-            return Err(WalError::corrupted(path, offset, "record runs into the footer"));
+            return Err(WalError::corrupted(
+                path,
+                offset,
+                "record runs into the footer",
+            ));
         }
         reader.read_exact(&mut fh).map_err(io_err)?;
         let flen = u32::from_le_bytes(fh[0..4].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(fh[4..8].try_into().expect("4 bytes"));
         if flen == 0 || flen > RECORD_BYTES_MAX {
-            return Err(WalError::corrupted(path, offset, format!("impossible record length {flen}")));
+            return Err(WalError::corrupted(
+                path,
+                offset,
+                format!("impossible record length {flen}"),
+            ));
         }
         if offset + (FRAME_HEADER_BYTES as u64) + u64::from(flen) > end {
-            return Err(WalError::corrupted(path, offset, "record runs into the footer"));
+            return Err(WalError::corrupted(
+                path,
+                offset,
+                "record runs into the footer",
+            ));
         }
         payload.resize(flen as usize, 0);
         reader.read_exact(&mut payload).map_err(io_err)?;
         if format::frame_crc(flen, &payload) != crc {
-            return Err(WalError::corrupted(path, offset, "record checksum mismatch"));
+            return Err(WalError::corrupted(
+                path,
+                offset,
+                "record checksum mismatch",
+            ));
         }
-        let event = format::decode_payload(&payload, &mut scratch).map_err(|r| WalError::corrupted(path, offset, r))?;
+        let event = format::decode_payload(&payload, &mut scratch)
+            .map_err(|r| WalError::corrupted(path, offset, r))?;
         f(offset, event)?;
         count += 1;
         offset += FRAME_HEADER_BYTES as u64 + u64::from(flen);
@@ -182,7 +209,12 @@ pub(crate) fn replay(
         elapsed: Duration::ZERO,
     };
     let mut verify = VerifyReport::default();
-    let base = listing.snapshots.iter().copied().filter(|&s| s <= stop_lsn).max();
+    let base = listing
+        .snapshots
+        .iter()
+        .copied()
+        .filter(|&s| s <= stop_lsn)
+        .max();
     if walk == Walk::Check {
         // Older snapshots are superseded but still checked.
         for &s in listing.snapshots.iter().filter(|&&s| Some(s) != base) {
@@ -203,20 +235,31 @@ pub(crate) fn replay(
             })
         })?;
         if covered != s {
-            return Err(WalError::corrupted(&path, 0, "snapshot header LSN does not match file name"));
+            return Err(WalError::corrupted(
+                &path,
+                0,
+                "snapshot header LSN does not match file name",
+            ));
         }
         next = covered;
         report.snapshot_records = n;
         verify.snapshots += 1;
         verify.snapshot_records += n;
     }
-    let segments: Vec<u64> = listing.segments.iter().copied().filter(|&s| s < stop_lsn).collect();
+    let segments: Vec<u64> = listing
+        .segments
+        .iter()
+        .copied()
+        .filter(|&s| s < stop_lsn)
+        .collect();
     let mut tail = None;
     let mut scratch = AlignedVec::<16>::new();
     for (i, &seg) in segments.iter().enumerate() {
         let is_last = tail_allowed && i + 1 == segments.len();
         let path = path_of(dir, &format::segment_name(seg));
-        let covered = segments.get(i + 1).is_some_and(|&following| following <= next);
+        let covered = segments
+            .get(i + 1)
+            .is_some_and(|&following| following <= next);
         if covered && walk == Walk::Repair {
             continue;
         }
@@ -240,15 +283,20 @@ pub(crate) fn replay(
         }
         let scan = format::scan_segment(&path, &bytes, is_last)?;
         if scan.first_lsn != seg {
-            return Err(WalError::corrupted(&path, 0, "segment header LSN does not match file name"));
+            return Err(WalError::corrupted(
+                &path,
+                0,
+                "segment header LSN does not match file name",
+            ));
         }
         verify.segments += 1;
         verify.records += scan.records.len() as u64;
         if covered {
             // `verify` only: decode, do not apply.
             for range in &scan.records {
-                format::decode_payload(&bytes[range.clone()], &mut scratch)
-                    .map_err(|r| WalError::corrupted(&path, (range.start - FRAME_HEADER_BYTES) as u64, r))?;
+                format::decode_payload(&bytes[range.clone()], &mut scratch).map_err(|r| {
+                    WalError::corrupted(&path, (range.start - FRAME_HEADER_BYTES) as u64, r)
+                })?;
             }
             continue;
         }
@@ -311,12 +359,26 @@ pub(crate) fn replay(
 
 /// Removes leftovers after a successful recovery: temp files, superseded
 /// snapshots and segments the newest snapshot covers.
-pub(crate) fn clean_up(storage: &dyn Storage, dir: &Path, listing: &DirListing) -> Result<(), WalError> {
+pub(crate) fn clean_up(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &DirListing,
+) -> Result<(), WalError> {
     let mut doomed: Vec<String> = listing.temps.clone();
     if let Some(&newest) = listing.snapshots.last() {
-        doomed.extend(listing.snapshots.iter().filter(|&&s| s < newest).map(|&s| format::snapshot_name(s)));
+        doomed.extend(
+            listing
+                .snapshots
+                .iter()
+                .filter(|&&s| s < newest)
+                .map(|&s| format::snapshot_name(s)),
+        );
         for (i, &seg) in listing.segments.iter().enumerate() {
-            if listing.segments.get(i + 1).is_some_and(|&following| following <= newest) {
+            if listing
+                .segments
+                .get(i + 1)
+                .is_some_and(|&following| following <= newest)
+            {
                 doomed.push(format::segment_name(seg));
             }
         }
@@ -354,7 +416,11 @@ pub fn dump(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64, WalError> {
     dump_with(&crate::storage::FsStorage, dir, out)
 }
 
-pub fn dump_with(storage: &dyn Storage, dir: &Path, out: &mut dyn std::io::Write) -> Result<u64, WalError> {
+pub fn dump_with(
+    storage: &dyn Storage,
+    dir: &Path,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, WalError> {
     let listing = list_dir(storage, dir)?;
     let write_err = |e| WalError::io("writing the dump", e);
     let mut count = 0u64;
@@ -378,11 +444,17 @@ pub fn dump_with(storage: &dyn Storage, dir: &Path, out: &mut dyn std::io::Write
             let event = format::decode_payload(&bytes[range.clone()], &mut scratch)
                 .map_err(|r| WalError::corrupted(&path, offset, r))?;
             let lsn = seg + k as u64;
-            writeln!(out, "{name} @{offset} lsn={lsn} {} {event:?}", event.kind()).map_err(write_err)?;
+            writeln!(out, "{name} @{offset} lsn={lsn} {} {event:?}", event.kind())
+                .map_err(write_err)?;
             count += 1;
         }
         if scan.torn_bytes > 0 {
-            writeln!(out, "{name} @{} torn tail of {} bytes", scan.valid_len, scan.torn_bytes).map_err(write_err)?;
+            writeln!(
+                out,
+                "{name} @{} torn tail of {} bytes",
+                scan.valid_len, scan.torn_bytes
+            )
+            .map_err(write_err)?;
         }
     }
     Ok(count)

@@ -30,7 +30,12 @@ pub(crate) struct Snapshotter {
 impl Snapshotter {
     pub(crate) fn run(self, rx: mpsc::Receiver<u64>) {
         for covered in rx {
-            match write_snapshot(&*self.shared.storage, &self.shared.config.dir, self.engine_config, covered) {
+            match write_snapshot(
+                &*self.shared.storage,
+                &self.shared.config.dir,
+                self.engine_config,
+                covered,
+            ) {
                 Ok(()) => {
                     self.shared.snapshots.fetch_add(1, Ordering::Relaxed);
                 }
@@ -84,17 +89,30 @@ pub(crate) fn write_snapshot(
 ) -> Result<(), WalError> {
     let listing = recovery::list_dir(storage, dir)?;
     let scratch = Engine::new(engine_config);
-    let rebuilt = recovery::replay(storage, dir, &listing, &scratch, Walk::Repair, covered, false)?;
+    let rebuilt = recovery::replay(
+        storage,
+        dir,
+        &listing,
+        &scratch,
+        Walk::Repair,
+        covered,
+        false,
+    )?;
     if rebuilt.next_lsn != covered {
         return Err(WalError::corrupted(
             &dir.join(format::segment_name(covered)),
             0,
-            format!("closed segments end at LSN {}, snapshot needs {covered}", rebuilt.next_lsn),
+            format!(
+                "closed segments end at LSN {}, snapshot needs {covered}",
+                rebuilt.next_lsn
+            ),
         ));
     }
     let tmp: PathBuf = dir.join(format::snapshot_tmp_name(covered));
     let ctx = |what: &str| format!("{what} {}", tmp.display());
-    let mut file = storage.create(&tmp).map_err(|e| WalError::io(ctx("creating"), e))?;
+    let mut file = storage
+        .create(&tmp)
+        .map_err(|e| WalError::io(ctx("creating"), e))?;
     file.append(&format::encode_header(FileKind::Snapshot, covered))
         .map_err(|e| WalError::io(ctx("writing"), e))?;
     let mut sink = SnapshotSink {
@@ -105,7 +123,10 @@ pub(crate) fn write_snapshot(
     };
     let exported = scratch.export(&mut sink);
     if exported.is_err() || sink.error.is_some() {
-        let e = sink.error.take().unwrap_or_else(|| std::io::Error::other("export failed"));
+        let e = sink
+            .error
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("export failed"));
         return Err(WalError::io(ctx("writing"), e));
     }
     let records = sink.records;
@@ -123,11 +144,15 @@ pub(crate) fn write_snapshot(
     // The snapshot is durable: what it covers can go.
     for &seg in listing.segments.iter().filter(|&&s| s < covered) {
         let p = dir.join(format::segment_name(seg));
-        storage.remove(&p).map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
+        storage
+            .remove(&p)
+            .map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
     }
     for &s in listing.snapshots.iter().filter(|&&s| s < covered) {
         let p = dir.join(format::snapshot_name(s));
-        storage.remove(&p).map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
+        storage
+            .remove(&p)
+            .map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
     }
     storage
         .sync_dir(dir)

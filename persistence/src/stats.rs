@@ -4,11 +4,38 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the fsync latency buckets, in microseconds.
 pub(crate) const FSYNC_BOUNDS_US: &[u64] = &[
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, u64::MAX,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    1_000_000,
+    u64::MAX,
 ];
 /// Upper bounds of the records-per-batch buckets.
 pub(crate) const BATCH_BOUNDS: &[u64] = &[
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096, 16_384, 65_536, u64::MAX,
+    1,
+    2,
+    4,
+    8,
+    16,
+    32,
+    64,
+    128,
+    256,
+    512,
+    1_024,
+    4_096,
+    16_384,
+    65_536,
+    u64::MAX,
 ];
 
 /// A fixed-bucket histogram updated by one thread, read by any.

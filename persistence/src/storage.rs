@@ -85,7 +85,11 @@ impl Storage for FsStorage {
         Ok((Box::new(file), len))
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)?;
         Ok(Box::new(FsFile(file)))
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
@@ -154,7 +158,10 @@ impl Default for SimStorage {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file", path.display()),
+    )
 }
 
 impl SimStorage {
@@ -215,7 +222,11 @@ impl SimStorage {
 
     /// Bytes of a file as written (tests corrupt logs through this).
     pub fn file_bytes(&self, path: &Path) -> Option<Vec<u8>> {
-        self.names.lock().live.get(path).map(|h| h.lock().data.clone())
+        self.names
+            .lock()
+            .live
+            .get(path)
+            .map(|h| h.lock().data.clone())
     }
 
     /// Replaces a file's bytes (written and durable).
@@ -241,7 +252,12 @@ impl SimStorage {
     }
 
     fn handle(&self, path: &Path) -> io::Result<SimHandle> {
-        self.names.lock().live.get(path).cloned().ok_or_else(|| not_found(path))
+        self.names
+            .lock()
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(path))
     }
 }
 
@@ -268,7 +284,9 @@ impl StorageFile for SimWriter {
         if space != u64::MAX {
             let fits = (space as usize).min(buf.len());
             file.data.extend_from_slice(&buf[..fits]);
-            faults.space_bytes.store(space - fits as u64, Ordering::SeqCst);
+            faults
+                .space_bytes
+                .store(space - fits as u64, Ordering::SeqCst);
             if fits < buf.len() {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
@@ -313,7 +331,10 @@ impl Storage for SimStorage {
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = SimHandle::default();
-        self.names.lock().live.insert(path.to_path_buf(), file.clone());
+        self.names
+            .lock()
+            .live
+            .insert(path.to_path_buf(), file.clone());
         Ok(Box::new(SimWriter {
             file,
             storage: self.clone(),
@@ -340,7 +361,12 @@ impl Storage for SimStorage {
         Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.names.lock().live.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        self.names
+            .lock()
+            .live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
         self.check_sync()?;

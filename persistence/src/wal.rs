@@ -112,7 +112,9 @@ impl Shared {
             unreachable!("a reserved slot is always free");
         }
         fence(Ordering::SeqCst);
-        if self.writer_sleeping.load(Ordering::Relaxed) && self.writer_sleeping.swap(false, Ordering::AcqRel) {
+        if self.writer_sleeping.load(Ordering::Relaxed)
+            && self.writer_sleeping.swap(false, Ordering::AcqRel)
+        {
             if let Some(t) = self.writer_thread.get() {
                 t.unpark();
             }
@@ -160,7 +162,9 @@ impl Shared {
 
     /// Ok when `ticket` is durable, Err when it never will be, None to wait.
     fn poll_ticket(&self, ticket: Ticket) -> Option<Result<(), WalError>> {
-        if self.config.fsync != FsyncMode::Always || self.durable_lsn.load(Ordering::Acquire) >= ticket.0 {
+        if self.config.fsync != FsyncMode::Always
+            || self.durable_lsn.load(Ordering::Acquire) >= ticket.0
+        {
             if self.config.fsync != FsyncMode::Always && self.failed.load(Ordering::Acquire) {
                 return Some(Err(WalError::Failed));
             }
@@ -327,8 +331,12 @@ impl Writer {
         }
         segment.len += self.buf.len() as u64;
         segment.records += records;
-        self.shared.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        self.shared.records_written.fetch_add(records, Ordering::Relaxed);
+        self.shared
+            .bytes_written
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.shared
+            .records_written
+            .fetch_add(records, Ordering::Relaxed);
         self.buf.clear();
         Ok(())
     }
@@ -427,13 +435,18 @@ impl Writer {
             if written > 0 {
                 match mode {
                     FsyncMode::Always => self.sync_current()?,
-                    FsyncMode::Interval if self.last_sync.elapsed() >= interval => self.sync_current()?,
+                    FsyncMode::Interval if self.last_sync.elapsed() >= interval => {
+                        self.sync_current()?
+                    }
                     _ => {}
                 }
                 self.maybe_snapshot()?;
                 continue;
             }
-            if mode == FsyncMode::Interval && self.synced < self.next_write - 1 && self.last_sync.elapsed() >= interval {
+            if mode == FsyncMode::Interval
+                && self.synced < self.next_write - 1
+                && self.last_sync.elapsed() >= interval
+            {
                 self.sync_current()?;
             }
             if !self.pending.is_empty() {
@@ -442,7 +455,10 @@ impl Writer {
                 std::thread::yield_now();
                 continue;
             }
-            if closing && self.shared.reserved.load(Ordering::Acquire) & !CLOSED == 0 && self.shared.queue.is_empty() {
+            if closing
+                && self.shared.reserved.load(Ordering::Acquire) & !CLOSED == 0
+                && self.shared.queue.is_empty()
+            {
                 // Every admitted event is written: make it durable and stop.
                 return self.sync_current();
             }
@@ -457,7 +473,9 @@ impl Writer {
             };
             self.shared.writer_sleeping.store(true, Ordering::Release);
             fence(Ordering::SeqCst);
-            if self.shared.queue.is_empty() && self.shared.reserved.load(Ordering::Acquire) & CLOSED == 0 {
+            if self.shared.queue.is_empty()
+                && self.shared.reserved.load(Ordering::Acquire) & CLOSED == 0
+            {
                 std::thread::park_timeout(timeout);
             }
             self.shared.writer_sleeping.store(false, Ordering::Release);
@@ -472,9 +490,12 @@ pub struct Wal {
     handle: Arc<Handle>,
 }
 
+type Threads = (JoinHandle<()>, Option<JoinHandle<()>>);
+
 struct Handle {
     shared: Arc<Shared>,
-    threads: Mutex<Option<(JoinHandle<()>, Option<JoinHandle<()>>)>>,
+    /// Writer and snapshot threads, taken by the first shutdown.
+    threads: Mutex<Option<Threads>>,
 }
 
 impl Drop for Handle {
@@ -541,7 +562,10 @@ impl Wal {
     /// A sink to pass to engine calls; remembers the ticket of the last event
     /// it accepted.
     pub fn sink(&self) -> WalSink<'_> {
-        WalSink { wal: self, last: None }
+        WalSink {
+            wal: self,
+            last: None,
+        }
     }
 
     /// Resolves once the event with this ticket is durable per the fsync mode
@@ -550,13 +574,20 @@ impl Wal {
     /// Runtime-agnostic (std `Waker`), and cancel-safe: dropping the future
     /// leaves at most a stale waker, discarded when the ticket becomes durable.
     pub async fn durable(&self, ticket: Ticket) -> Result<(), WalError> {
-        Durable { shared: self.shared(), ticket }.await
+        Durable {
+            shared: self.shared(),
+            ticket,
+        }
+        .await
     }
 
     /// Blocking variant of [`Wal::durable`].
     pub fn wait_durable(&self, ticket: Ticket) -> Result<(), WalError> {
         let shared = self.shared();
-        debug_assert!(ticket.0 < shared.next_lsn.load(Ordering::Acquire), "ticket never issued");
+        debug_assert!(
+            ticket.0 < shared.next_lsn.load(Ordering::Acquire),
+            "ticket never issued"
+        );
         loop {
             if let Some(result) = shared.poll_ticket(ticket) {
                 return result;

@@ -13,7 +13,8 @@ use engine::{Engine, SinkError};
 use parking_lot::Mutex;
 use persistence::format::{self, HEADER_BYTES};
 use persistence::{
-    open, open_with_storage, verify, verify_with, FsyncMode, SimStorage, Storage, Ticket, WalConfig, WalError,
+    open, open_with_storage, verify, verify_with, FsyncMode, SimStorage, Storage, Ticket,
+    WalConfig, WalError,
 };
 
 fn new_sale(sku: &str) -> engine::SaleSpec {
@@ -28,13 +29,23 @@ fn new_sale(sku: &str) -> engine::SaleSpec {
 }
 
 fn segments(sim: &SimStorage, dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = sim.list(dir).unwrap().into_iter().filter(|n| n.starts_with("wal-")).collect();
+    let mut names: Vec<String> = sim
+        .list(dir)
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("wal-"))
+        .collect();
     names.sort();
     names
 }
 
 /// Writes `ops` through a fresh simulated log and shuts it down cleanly.
-fn logged(sim: &SimStorage, config: WalConfig, seed: u64, n: usize) -> (Engine, Vec<(u64, engine::Event)>) {
+fn logged(
+    sim: &SimStorage,
+    config: WalConfig,
+    seed: u64,
+    n: usize,
+) -> (Engine, Vec<(u64, engine::Event)>) {
     let (engine, wal, _) = open_sim(sim, config);
     let log = run_ops(&engine, &wal, &random_ops(seed, n));
     wal.shutdown().unwrap();
@@ -61,7 +72,10 @@ fn missing_and_empty_directory() {
     wal.shutdown().unwrap();
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    assert_eq!(verify(&empty).unwrap(), persistence::VerifyReport::default());
+    assert_eq!(
+        verify(&empty).unwrap(),
+        persistence::VerifyReport::default()
+    );
 }
 
 #[test]
@@ -146,25 +160,44 @@ fn flipped_bit_mid_log_is_corruption_naming_segment_and_offset() {
     let seg = dir.join(&segments(&sim, &dir)[0]);
     let clean = sim.file_bytes(&seg).unwrap();
     // Offset of record 10.
-    let offset: usize = HEADER_BYTES + log[..10].iter().map(|(_, e)| format::encode_frame(e).len()).sum::<usize>();
-    for (what, byte) in [("payload", offset + 12), ("length", offset + 3), ("crc", offset + 5)] {
+    let offset: usize = HEADER_BYTES
+        + log[..10]
+            .iter()
+            .map(|(_, e)| format::encode_frame(e).len())
+            .sum::<usize>();
+    for (what, byte) in [
+        ("payload", offset + 12),
+        ("length", offset + 3),
+        ("crc", offset + 5),
+    ] {
         let mut bytes = clean.clone();
         bytes[byte] ^= 0x10;
         sim.set_file_bytes(&seg, bytes);
         let check = |err: WalError| match err {
-            WalError::Corrupted { segment, offset: at, .. } => {
+            WalError::Corrupted {
+                segment,
+                offset: at,
+                ..
+            } => {
                 assert_eq!(segment, seg, "{what}");
                 assert_eq!(at, offset as u64, "{what}");
             }
             other => panic!("{what}: expected Corrupted, got {other:?}"),
         };
-        check(persistence::open_with_storage(config(&dir), ENGINE, Arc::new(sim.clone())).err().expect("refused"));
+        check(
+            persistence::open_with_storage(config(&dir), ENGINE, Arc::new(sim.clone()))
+                .err()
+                .expect("refused"),
+        );
         check(verify_with(&sim, &dir).unwrap_err());
         assert!(persistence::dump_with(&sim, &dir, &mut Vec::new()).is_err());
     }
     sim.set_file_bytes(&seg, clean);
     let mut out = Vec::new();
-    assert_eq!(persistence::dump_with(&sim, &dir, &mut out).unwrap(), log.len() as u64);
+    assert_eq!(
+        persistence::dump_with(&sim, &dir, &mut out).unwrap(),
+        log.len() as u64
+    );
     assert_eq!(String::from_utf8(out).unwrap().lines().count(), log.len());
 }
 
@@ -190,7 +223,9 @@ fn segment_roll_over_and_missing_segment() {
     // A segment gone from the middle: refuse to start, name the next one.
     sim.remove(&dir.join(&names[2])).unwrap();
     match open_with_storage(c, ENGINE, Arc::new(sim.clone())) {
-        Err(WalError::Corrupted { segment, offset: 0, .. }) => assert_eq!(segment, dir.join(&names[3])),
+        Err(WalError::Corrupted {
+            segment, offset: 0, ..
+        }) => assert_eq!(segment, dir.join(&names[3])),
         Err(other) => panic!("expected Corrupted, got {other:?}"),
         Ok(_) => panic!("expected Corrupted, got a log"),
     }
@@ -203,7 +238,8 @@ fn torn_segment_header_is_removed() {
     let (engine, log) = logged(&sim, config(&dir), 15, 40);
     let next = dir.join(format::segment_name(log.len() as u64 + 1));
     let mut f = sim.create(&next).unwrap();
-    f.append(&format::encode_header(format::FileKind::Segment, log.len() as u64 + 1)[..10]).unwrap();
+    f.append(&format::encode_header(format::FileKind::Segment, log.len() as u64 + 1)[..10])
+        .unwrap();
     let (again, wal, report) = open_sim(&sim, config(&dir));
     assert_eq!(report.truncated_bytes, 10);
     assert_eq!(again.state(), engine.state());
@@ -218,7 +254,11 @@ fn snapshot_and_replay_equal_live_state() {
     let (engine, wal, _) = open(c.clone(), ENGINE).unwrap();
     let ops = random_ops(16, 600);
     let log = Mutex::new(Vec::new());
-    let mut tee = Tee { wal: &wal, log: &log, last: None };
+    let mut tee = Tee {
+        wal: &wal,
+        log: &log,
+        last: None,
+    };
     let mut driver = Driver::new(&engine, &mut tee);
     for (i, op) in ops.iter().enumerate() {
         driver.step(&engine, op, &mut tee);
@@ -238,7 +278,11 @@ fn snapshot_and_replay_equal_live_state() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(names.iter().filter(|n| n.ends_with(".snap")).count(), 1, "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".snap")).count(),
+        1,
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n.ends_with(".tmp")));
     let v = verify(tmp.path()).unwrap();
     assert!(v.snapshot_records > 0);
@@ -331,10 +375,18 @@ fn emit_after_shutdown_is_refused() {
 
 /// Drives single events with durable waits until the log fails; returns the
 /// acknowledged tickets and the whole emitted log.
-fn drive_until_failure(wal: &persistence::Wal, engine: &Engine, n: usize) -> (u64, Vec<(u64, engine::Event)>) {
+fn drive_until_failure(
+    wal: &persistence::Wal,
+    engine: &Engine,
+    n: usize,
+) -> (u64, Vec<(u64, engine::Event)>) {
     let log = Mutex::new(Vec::new());
     let mut acked = 0;
-    let mut tee = Tee { wal, log: &log, last: None };
+    let mut tee = Tee {
+        wal,
+        log: &log,
+        last: None,
+    };
     let mut driver = Driver::new(engine, &mut tee);
     if let Some(t) = tee.last {
         if wal.wait_durable(t).is_ok() {
@@ -366,7 +418,10 @@ fn check_fault(inject: impl Fn(&SimStorage)) {
     // Everything after the failure is refused, and waits report the failure.
     let mut sink = wal.sink();
     assert!(engine.add_stock(&sku(0), 1, 1, &mut sink).is_err());
-    assert!(matches!(wal.wait_durable(Ticket(log.len() as u64)), Err(WalError::Failed)));
+    assert!(matches!(
+        wal.wait_durable(Ticket(log.len() as u64)),
+        Err(WalError::Failed)
+    ));
     assert!(matches!(wal.shutdown(), Err(WalError::Failed)));
     // Restart on a healed disk after losing power: every acknowledged event is there.
     sim.heal();
@@ -402,7 +457,11 @@ fn power_loss_keeps_every_acknowledged_event() {
         c.segment_bytes = 1024;
         let (engine, wal, _) = open_sim(&sim, c.clone());
         let log = Mutex::new(Vec::new());
-        let mut tee = Tee { wal: &wal, log: &log, last: None };
+        let mut tee = Tee {
+            wal: &wal,
+            log: &log,
+            last: None,
+        };
         let mut driver = Driver::new(&engine, &mut tee);
         let mut acked = 0;
         // Acknowledge only some events: the rest may or may not survive.
@@ -428,8 +487,15 @@ fn power_loss_keeps_every_acknowledged_event() {
         let log = log.into_inner();
         let (again, w, report) = open_sim(&sim, c.clone());
         let recovered = report.replayed_records;
-        assert!(recovered >= acked, "seed {seed}: recovered {recovered}, acked {acked}");
-        assert_eq!(again.state(), replayed(&log, recovered as usize).state(), "seed {seed}");
+        assert!(
+            recovered >= acked,
+            "seed {seed}: recovered {recovered}, acked {acked}"
+        );
+        assert_eq!(
+            again.state(),
+            replayed(&log, recovered as usize).state(),
+            "seed {seed}"
+        );
         w.shutdown().unwrap();
     }
 }
@@ -465,7 +531,9 @@ fn concurrent_producers_log_in_emit_order() {
                     let now = i;
                     let user = t * 1000 + i % 13;
                     let mut sink = wal.sink();
-                    if let engine::PurchaseOutcome::Admitted(a) = engine.purchase("hot", user, 1, None, now, &mut sink) {
+                    if let engine::PurchaseOutcome::Admitted(a) =
+                        engine.purchase("hot", user, 1, None, now, &mut sink)
+                    {
                         if i % 3 == 0 {
                             engine.cancel(a.order_id, user, now, &mut sink);
                         } else if i % 3 == 1 {

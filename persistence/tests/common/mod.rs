@@ -5,9 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use engine::{Engine, EngineConfig, Event, EventSink, OrderId, PurchaseOutcome, SaleSpec, SinkError};
+use engine::{
+    Engine, EngineConfig, Event, EventSink, OrderId, PurchaseOutcome, SaleSpec, SinkError,
+};
 use parking_lot::Mutex;
-use persistence::{open_with_storage, FsyncMode, RecoveryReport, SimStorage, Storage, Ticket, Wal, WalConfig};
+use persistence::{
+    open_with_storage, FsyncMode, RecoveryReport, SimStorage, Storage, Ticket, Wal, WalConfig,
+};
 
 pub const ENGINE: EngineConfig = EngineConfig { shards: 2 };
 
@@ -46,11 +50,19 @@ impl EventSink for Tee<'_> {
 /// One random operation on the engine.
 #[derive(Clone, Debug)]
 pub enum Op {
-    Purchase { sale: u8, user: u8, qty: u32, request: Option<u8> },
+    Purchase {
+        sale: u8,
+        user: u8,
+        qty: u32,
+        request: Option<u8>,
+    },
     Pay(u16),
     Cancel(u16),
     Expire,
-    AddStock { sale: u8, add: u64 },
+    AddStock {
+        sale: u8,
+        add: u64,
+    },
     Pause(u8),
     Resume(u8),
     End(u8),
@@ -92,8 +104,20 @@ impl Driver {
         self.now += 10;
         let now = self.now;
         match *op {
-            Op::Purchase { sale, user, qty, request } => {
-                let out = engine.purchase(&sku(sale), u64::from(user), qty, request.map(u64::from), now, &mut *sink);
+            Op::Purchase {
+                sale,
+                user,
+                qty,
+                request,
+            } => {
+                let out = engine.purchase(
+                    &sku(sale),
+                    u64::from(user),
+                    qty,
+                    request.map(u64::from),
+                    now,
+                    &mut *sink,
+                );
                 if let PurchaseOutcome::Admitted(a) = out {
                     self.orders.push((a.order_id, a.user_id));
                 }
@@ -179,7 +203,11 @@ pub fn replayed(log: &[(u64, Event)], n: usize) -> Engine {
 pub fn run_ops(engine: &Engine, wal: &Wal, ops: &[Op]) -> Vec<(u64, Event)> {
     let log = Mutex::new(Vec::new());
     {
-        let mut tee = Tee { wal, log: &log, last: None };
+        let mut tee = Tee {
+            wal,
+            log: &log,
+            last: None,
+        };
         let mut driver = Driver::new(engine, &mut tee);
         for op in ops {
             driver.step(engine, op, &mut tee);
