@@ -53,7 +53,10 @@ wait_http() { # url, seconds
   return 1
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); $(date -u +%FT%TZ)"
+echo "== machine: $(nproc) cores, $(uname -r); $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# CPU time of each client, so its cost per request can be compared even when
+# the shared machine is too noisy for req/s alone to mean much.
+TIMEFORMAT='   client cpu: user %U s + sys %S s over %R s wall' 
 
 # (b) nginx
 mkdir -p "$TMP/nginx"
@@ -100,16 +103,18 @@ else
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
-  echo "== round $round"
+  echo "== round $round (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   echo "-- (b) nginx fixed body, wrk -t2 -c$CONNECTIONS -d${DURATION}s"
-  wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency http://127.0.0.1:8081/ | tee -a "$TMP/out" | grep -E "Requests/sec|Latency  |99%"
+  time wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency http://127.0.0.1:8081/ | tee -a "$TMP/out" | grep -E "Requests/sec|requests in|Latency  |99%"
 
-  echo "-- (c) redis EVALSHA stock deduction, redis-benchmark -c$CONNECTIONS -n$REDIS_REQUESTS"
+  echo "-- (c) redis EVALSHA stock deduction, redis-benchmark -c$CONNECTIONS --threads 2 -n$REDIS_REQUESTS"
   redis-cli -p 6380 SET stock 1000000000000 >/dev/null
   redis-cli -p 6380 DEL buyers >/dev/null
   # -r must fit a C int (redis-benchmark truncates larger values); 1e9 ids
   # over 2M requests collide ~0.1% of the time, which then hit the limit path.
-  redis-benchmark -h 127.0.0.1 -p 6380 -c "$CONNECTIONS" -n "$REDIS_REQUESTS" -r 1000000000 -q \
+  # --threads 2 like wrk -t2: a single-threaded redis-benchmark was the
+  # bottleneck here (plain SET/GET topped out at the same ~19k req/s).
+  redis-benchmark -h 127.0.0.1 -p 6380 -c "$CONNECTIONS" --threads 2 -n "$REDIS_REQUESTS" -r 1000000000 -q \
     EVALSHA "$SHA" 2 stock buyers __rand_int__ 1 2>&1 | tr '\r' '\n' | grep "requests per second"
   echo "   admitted (SCARD buyers): $(redis-cli -p 6380 SCARD buyers), stock left: $(redis-cli -p 6380 GET stock)"
 
@@ -119,15 +124,15 @@ for round in $(seq 1 "$ROUNDS"); do
       -d "{\"sku\":\"$SKU\",\"stock\":1000000000000,\"per_user_limit\":1}" \
       "http://127.0.0.1:$FLASHSALE_PORT/v1/admin/sales" >/dev/null
     echo "-- (a) flashsale purchase, wrk -t2 -c$CONNECTIONS -d${DURATION}s -s purchase.lua (sku $SKU)"
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/loadtest/wrk/purchase.lua" \
+    time wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/loadtest/wrk/purchase.lua" \
       "http://127.0.0.1:$FLASHSALE_PORT" -- "$SKU" | tee -a "$TMP/out" | grep -E "Requests/sec|Latency  |99%|Non-2xx"
   fi
 
   echo "-- (d) generator ceiling vs nginx, flashsale-loadtest --ceiling -c$CONNECTIONS"
-  "$LOADTEST_BIN" --quiet --ceiling --ceiling-target http://127.0.0.1:8081 -c "$CONNECTIONS" \
+  time "$LOADTEST_BIN" --quiet --ceiling --ceiling-target http://127.0.0.1:8081 -c "$CONNECTIONS" \
     --ceiling-secs "$DURATION" | grep -E "total|  all"
   echo "-- (d) generator ceiling vs in-process trivial server, -c64"
-  "$LOADTEST_BIN" --quiet --ceiling -c 64 --ceiling-secs "$DURATION" | grep -E "total|  all"
+  time "$LOADTEST_BIN" --quiet --ceiling -c 64 --ceiling-secs "$DURATION" | grep -E "total|  all"
 
   if [[ -n "$FLASHSALE_BIN" ]]; then
     echo "-- (e) flashsale, full verified scenario (100k users, 5k stock), -c$CONNECTIONS"

@@ -46,14 +46,17 @@ pub fn find_server_bin(explicit: Option<&Path>, quiet: bool) -> Result<PathBuf> 
         }
         return Ok(p);
     }
-    let exe = std::env::current_exe().context("locating the current executable")?;
-    if let Some(dir) = exe.parent() {
-        let beside = dir.join("flashsale");
-        if beside.is_file() {
-            return Ok(beside);
-        }
+    if let Some(beside) = beside_exe() {
+        return Ok(beside);
     }
     build_server(quiet)
+}
+
+/// `flashsale` next to this executable, if it is there.
+fn beside_exe() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let beside = exe.parent()?.join("flashsale");
+    beside.is_file().then_some(beside)
 }
 
 fn build_server(quiet: bool) -> Result<PathBuf> {
@@ -70,6 +73,11 @@ fn build_server(quiet: bool) -> Result<PathBuf> {
         .with_context(|| format!("running {cargo:?} build in {}", root.display()))?;
     if !status.success() {
         bail!("building the flashsale server failed ({status})");
+    }
+    // Under `cargo run --release` the build landed next to us, whatever
+    // target dir cargo was configured with; otherwise work it out.
+    if let Some(beside) = beside_exe() {
+        return Ok(beside);
     }
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),

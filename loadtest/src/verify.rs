@@ -160,22 +160,38 @@ pub fn judge(ev: &Evidence<'_>) -> Verdict {
 
     // Distinct acknowledged orders; a replay answering the same order must not
     // be counted twice.
+    // Without expiry every acknowledged order held its units from admission
+    // to the end of the rush, so all of them must fit in the supply at once.
+    // Once reservations can expire, units come back and are sold again; the
+    // orders still reserved or paid at the end are then the set known to hold
+    // units simultaneously.
+    let expiry_before_snapshot = ev.acks.iter().any(|a| a.expires_at_ms <= ev.after_rush_ms);
     let mut seen = HashSet::new();
     let mut admitted_units = vec![0u64; n_skus];
-    for a in ev.acks {
+    let mut held_units = vec![0u64; n_skus];
+    for (a, l) in ev.acks.iter().zip(ev.lookups) {
         if seen.insert(a.order_id.as_str()) {
             admitted_units[a.sku] += u64::from(a.qty);
+            let holds = match l {
+                OrderLookup::Found(o) if expiry_before_snapshot => {
+                    matches!(o.state.as_str(), "reserved" | "paid")
+                }
+                _ => true,
+            };
+            if holds {
+                held_units[a.sku] += u64::from(a.qty);
+            }
         }
     }
 
-    // 1. No oversell: acknowledged units never exceed what was on offer.
+    // 1. No oversell: acknowledged, unexpired units never exceed the supply.
     let mut p = Problems::new();
     for (i, s) in ev.skus.iter().enumerate() {
-        if admitted_units[i] > s.baseline.remaining {
+        if held_units[i] > s.baseline.remaining {
             p.add(|| {
                 format!(
-                    "{}: {} units acknowledged but only {} were on offer",
-                    s.name, admitted_units[i], s.baseline.remaining
+                    "{}: {} units held at once but only {} were on offer",
+                    s.name, held_units[i], s.baseline.remaining
                 )
             });
         }
@@ -183,18 +199,21 @@ pub fn judge(ev: &Evidence<'_>) -> Verdict {
     let total: u64 = admitted_units.iter().sum();
     checks.push(p.into_check(
         "no_oversell",
-        format!("{total} units acknowledged, none beyond supply"),
+        if expiry_before_snapshot {
+            format!("{total} units acknowledged; reservations expired, so only those still held were compared")
+        } else {
+            format!("{total} units acknowledged, none beyond supply")
+        },
     ));
 
     // 2. Admitted == supply when demand exceeds it (== demand otherwise).
     let mut p = Problems::new();
     let mut applied = Vec::new();
-    let expiry_before_snapshot = ev.acks.iter().any(|a| a.expires_at_ms <= ev.after_rush_ms);
     for (i, s) in ev.skus.iter().enumerate() {
         let supply = s.baseline.remaining;
         let demand = ev.tally.demand_units_by_sku[i];
         let got = admitted_units[i];
-        if !ev.all_users_served {
+        if !ev.all_users_served || expiry_before_snapshot {
             continue;
         }
         if ev.tally.abandoned_by_sku[i] > 0 {
@@ -239,10 +258,13 @@ pub fn judge(ev: &Evidence<'_>) -> Verdict {
             applied.push(format!("{} admitted all {demand} demanded", s.name));
         }
     }
-    let detail = if ev.all_users_served {
-        applied.join(", ")
-    } else {
+    let detail = if !ev.all_users_served {
         "not applicable: deadline hit before every user purchased".into()
+    } else if expiry_before_snapshot {
+        // Expired units go back on sale mid-rush, so no exact count holds.
+        "not applicable: reservations expired during the rush".into()
+    } else {
+        applied.join(", ")
     };
     checks.push(p.into_check("admitted_matches_supply", detail));
 
@@ -430,8 +452,8 @@ pub fn judge(ev: &Evidence<'_>) -> Verdict {
         name: "over_limit_rejected",
         passed: t.over_limit_admitted == 0,
         detail: format!(
-            "{} over-limit purchases rejected, {} admitted",
-            t.over_limit_rejected, t.over_limit_admitted
+            "{} over-limit purchases rejected, {} admitted ({} more after the first order expired)",
+            t.over_limit_rejected, t.over_limit_admitted, t.over_limit_after_expiry
         ),
     });
     checks.push(Check {

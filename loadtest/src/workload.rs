@@ -12,7 +12,7 @@
 //! does, and latency is taken from the slot, not from the actual send.
 
 use crate::api::Reply;
-use crate::client::{Conn, Response, Target};
+use crate::client::{Conn, Response, Target, TransportError};
 use crate::scenario::Scenario;
 use crate::stats::{Op, Stats};
 use bytes::Bytes;
@@ -90,6 +90,8 @@ pub struct Tally {
     pub replay_mismatches: u64,
     pub over_limit_rejected: u64,
     pub over_limit_admitted: u64,
+    /// Over-limit attempts admitted after the user's first order expired.
+    pub over_limit_after_expiry: u64,
     pub cancels_ok: u64,
     pub pays_ok: u64,
     pub unexpected: u64,
@@ -130,6 +132,7 @@ impl Tally {
         self.replay_mismatches += o.replay_mismatches;
         self.over_limit_rejected += o.over_limit_rejected;
         self.over_limit_admitted += o.over_limit_admitted;
+        self.over_limit_after_expiry += o.over_limit_after_expiry;
         self.cancels_ok += o.cancels_ok;
         self.pays_ok += o.pays_ok;
         self.unexpected += o.unexpected;
@@ -361,6 +364,10 @@ impl Worker {
                         None => Duration::from_millis(1 << attempt.min(16)).min(backoff_cap),
                     }
                 }
+                // A refused dial would fail again at once: back off as for 503.
+                (Err(TransportError::Connect), _) => {
+                    Duration::from_millis(1 << attempt.min(16)).min(backoff_cap)
+                }
                 // A timeout already waited; a broken connection is re-dialled
                 // by the next send. Either way retry right away.
                 _ => Duration::ZERO,
@@ -467,6 +474,7 @@ impl Worker {
         };
         self.tally.admitted += 1;
         let order_id = ack.order_id.clone();
+        let expires_at_ms = ack.expires_at_ms;
         self.acks.push(ack);
 
         if unit(seed, i, 3) < s.replay_fraction {
@@ -513,7 +521,12 @@ impl Worker {
                     if let Some(ack) =
                         admission(sku, user_id, limit, Op::OverLimit, Action::Keep, &r, &reply)
                     {
-                        self.tally.over_limit_admitted += 1;
+                        // Legitimate once the first reservation has expired.
+                        if crate::api::now_ms() >= expires_at_ms {
+                            self.tally.over_limit_after_expiry += 1;
+                        } else {
+                            self.tally.over_limit_admitted += 1;
+                        }
                         self.acks.push(ack);
                     } else if r.code == 409
                         && matches!(reply.status.as_deref(), Some("limit_exceeded" | "sold_out"))
