@@ -132,7 +132,10 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             user = (user + 7919) % 10_000;
             let now = rl.now_ns();
-            black_box(rl.check_global(now).and_then(|_| rl.check_user(black_box(user), now)))
+            black_box(
+                rl.check_global(now)
+                    .and_then(|_| rl.check_user(black_box(user), now)),
+            )
         })
     });
 

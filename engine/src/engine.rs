@@ -195,13 +195,14 @@ impl Shard {
     /// entry at zero. Removal takes the map's write lock, so no thread is in
     /// the middle of `try_hold` on that counter when it goes.
     fn release_holding(&self, ordinal: u32, user_id: u64, qty: u32) {
-        let key = (ordinal, user_id);
-        let entry = self.holdings.get(&key);
-        let held = entry.expect("a released holding exists");
-        gate::release(&held, qty);
-        drop(held);
-        self.holdings
-            .remove_if(&key, |_, held| held.load(Ordering::Acquire) == 0);
+        // One hash and one probe under the write lock.
+        let Entry::Occupied(held) = self.holdings.entry((ordinal, user_id)) else {
+            panic!("released a holding of user {user_id} in sale {ordinal} that does not exist");
+        };
+        gate::release(held.get(), qty);
+        if held.get().load(Ordering::Acquire) == 0 {
+            held.remove();
+        }
     }
 
     fn try_hold(&self, ordinal: u32, user_id: u64, qty: u32, limit: u32) -> bool {
