@@ -150,10 +150,11 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         return Ok(());
     };
     let rest = rest.to_ascii_lowercase();
-    let Some((section, key)) = SECTIONS
-        .iter()
-        .find_map(|s| rest.strip_prefix(s).and_then(|k| k.strip_prefix('_')).map(|k| (*s, k)))
-    else {
+    let Some((section, key)) = SECTIONS.iter().find_map(|s| {
+        rest.strip_prefix(s)
+            .and_then(|k| k.strip_prefix('_'))
+            .map(|k| (*s, k))
+    }) else {
         return Ok(());
     };
     let num = || -> Result<Option<u64>, ConfigError> {
@@ -188,7 +189,10 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
 
 fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     if value < min || value > max {
-        return Err(invalid(key, format!("must be between {min} and {max}, got {value}")));
+        return Err(invalid(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
     }
     Ok(value)
 }
@@ -226,7 +230,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         )?,
     };
 
-    let shards = range("engine.shards", raw.engine.shards.unwrap_or(0), 0, SHARDS_MAX)? as u32;
+    let shards = range(
+        "engine.shards",
+        raw.engine.shards.unwrap_or(0),
+        0,
+        SHARDS_MAX,
+    )? as u32;
     let engine = if shards == 0 {
         engine::EngineConfig::default()
     } else {
@@ -241,7 +250,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let per_client_burst = rate("rate_limit.per_client_burst", r.per_client_burst)?;
     let rate_limit = RateLimitConfig {
         global_rps,
-        global_burst: if global_rps > 0 && global_burst == 0 { global_rps } else { global_burst },
+        global_burst: if global_rps > 0 && global_burst == 0 {
+            global_rps
+        } else {
+            global_burst
+        },
         per_client_rps,
         per_client_burst: if per_client_rps > 0 && per_client_burst == 0 {
             per_client_rps
@@ -258,7 +271,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut wal = WalConfig::new(dir);
     if let Some(fsync) = w.fsync {
         wal.fsync = fsync.parse::<FsyncMode>().map_err(|_| {
-            invalid("wal.fsync", format!("expected \"always\", \"interval\" or \"never\", got {fsync:?}"))
+            invalid(
+                "wal.fsync",
+                format!("expected \"always\", \"interval\" or \"never\", got {fsync:?}"),
+            )
         })?;
     }
     if let Some(v) = w.fsync_interval_ms {
@@ -318,14 +334,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn documented_default_file_loads() {
         let text = include_str!("../../config.toml");
         let config = load(text, &[]).unwrap();
-        assert_eq!(config.server.listen, "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            config.server.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(config.server.max_body_bytes, 4096);
         assert_eq!(config.wal.fsync, FsyncMode::Always);
         assert!(!config.to_string().contains("change-me"));
@@ -357,11 +379,23 @@ mod tests {
         };
         check("[server]\nlisten_port = 1\n", &[], "listen_port");
         check("[bogus]\n", &[], "bogus");
-        check("[server]\nmax_connections = \"many\"\n", &[], "max_connections");
+        check(
+            "[server]\nmax_connections = \"many\"\n",
+            &[],
+            "max_connections",
+        );
         check("[wal]\nfsync = \"sometimes\"\n", &[], "wal.fsync");
         check("[server]\nlisten = \"nowhere\"\n", &[], "server.listen");
-        check("", &[("FLASHSALE_SERVER_MAX_CONNECTIONS", "x")], "FLASHSALE_SERVER_MAX_CONNECTIONS");
+        check(
+            "",
+            &[("FLASHSALE_SERVER_MAX_CONNECTIONS", "x")],
+            "FLASHSALE_SERVER_MAX_CONNECTIONS",
+        );
         check("", &[("FLASHSALE_WAL_COLOUR", "x")], "FLASHSALE_WAL_COLOUR");
-        check("", &[("FLASHSALE_SERVER_MAX_BODY_BYTES", "0")], "server.max_body_bytes");
+        check(
+            "",
+            &[("FLASHSALE_SERVER_MAX_BODY_BYTES", "0")],
+            "server.max_body_bytes",
+        );
     }
 }

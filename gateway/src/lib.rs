@@ -14,4 +14,4 @@ pub mod server;
 pub mod wal;
 
 pub use config::{Config, ConfigError};
-pub use server::{run, Shared};
+pub use server::{run, serve, ServeError, Shared};

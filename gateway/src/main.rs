@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use gateway::wal;
-use gateway::{Config, Shared};
+use gateway::Config;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -84,13 +83,16 @@ fn load_config(path: &Path) -> Result<Config> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         // No file: the documented defaults, still overridable from the env.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && path == Path::new("./config.toml") => {
+        Err(err)
+            if err.kind() == std::io::ErrorKind::NotFound && path == Path::new("./config.toml") =>
+        {
             String::new()
         }
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     };
     let env: Vec<(String, String)> = std::env::vars().collect();
-    gateway::config::load(&text, &env).with_context(|| format!("configuration ({})", path.display()))
+    gateway::config::load(&text, &env)
+        .with_context(|| format!("configuration ({})", path.display()))
 }
 
 fn serve(config_path: &Path) -> ExitCode {
@@ -109,7 +111,10 @@ fn serve(config_path: &Path) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             tracing::error!(%err, "cannot start the runtime");
@@ -128,64 +133,35 @@ fn serve(config_path: &Path) -> ExitCode {
 async fn serve_async(config: Config) -> Result<()> {
     tracing::info!(config = %config, "effective configuration");
     if config.wal.fsync == wal::FsyncMode::Never {
-        tracing::warn!("wal.fsync = \"never\": acknowledged orders can be lost on a crash (benchmarks only)");
+        tracing::warn!(
+            "wal.fsync = \"never\": acknowledged orders can be lost on a crash (benchmarks only)"
+        );
     }
     if config.server.admin_token == "change-me" {
         tracing::warn!("server.admin_token is the documented default; set a secret one");
     }
+    // Handlers first, so a SIGTERM during start-up is a clean shutdown too.
+    let shutdown = shutdown_signal().context("installing signal handlers")?;
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, "listening on {addr}");
 
-    let shared = Shared::new(config.clone());
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-
-    // Recovery runs while the listener already answers /healthz (200) and
-    // /readyz (503); engine routes answer 503 until it is done.
-    let recovery = {
-        let shared = shared.clone();
-        let stop_tx = stop_tx.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let result = wal::open(config.wal.clone(), config.engine);
-            match result {
-                Ok((engine, wal, report)) => {
-                    tracing::info!(
-                        snapshot_records = report.snapshot_records,
-                        replayed_records = report.replayed_records,
-                        segments = report.segments,
-                        truncated_bytes = report.truncated_bytes,
-                        elapsed_ms = report.elapsed.as_millis() as u64,
-                        "recovered; ready"
-                    );
-                    shared.install(engine, wal);
-                    Ok(())
-                }
-                Err(err) => {
-                    let _ = stop_tx.send(true);
-                    Err(anyhow::Error::new(err).context(format!("recovering {}", config.wal.dir.display())))
-                }
-            }
-        })
-    };
-
-    let shutdown = shutdown_signal(stop_rx);
-    let served = gateway::run(listener, Arc::clone(&shared), shutdown).await;
-    recovery.await.context("recovery task panicked")??;
-    served.context("flushing the log at shutdown")?;
+    gateway::server::serve(listener, config, shutdown).await?;
     tracing::info!("bye");
     Ok(())
 }
 
-/// Resolves on SIGTERM, SIGINT, or when start-up fails.
-async fn shutdown_signal(mut stop: tokio::sync::watch::Receiver<bool>) {
+/// A future resolving on SIGTERM or SIGINT; the handlers are installed now.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-        _ = stop.wait_for(|s| *s) => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

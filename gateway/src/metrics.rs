@@ -69,7 +69,9 @@ impl Route {
 
 /// Every status the gateway itself answers with; anything else lands in the
 /// last slot (hyper's own 400/431 never reach the service).
-const STATUSES: [u16; 13] = [200, 201, 400, 401, 404, 405, 409, 413, 422, 429, 500, 503, 0];
+const STATUSES: [u16; 13] = [
+    200, 201, 400, 401, 404, 405, 409, 413, 422, 429, 500, 503, 0,
+];
 
 fn status_index(status: u16) -> usize {
     STATUSES
@@ -138,15 +140,26 @@ impl Metrics {
     }
 
     /// Renders the counters (plus the gauges passed in) in Prometheus text format.
-    pub fn render(&self, out: &mut String, sales: &[engine::SaleView], wal: Option<&crate::wal::WalStats>) {
+    pub fn render(
+        &self,
+        out: &mut String,
+        sales: &[engine::SaleView],
+        wal: Option<&crate::wal::WalStats>,
+    ) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        out.push_str("# HELP flashsale_requests_total HTTP requests answered, by route and status.\n");
+        out.push_str(
+            "# HELP flashsale_requests_total HTTP requests answered, by route and status.\n",
+        );
         out.push_str("# TYPE flashsale_requests_total counter\n");
         for route in Route::ALL {
             for (i, status) in STATUSES.iter().enumerate() {
                 let n = load(&self.requests[route as usize][i]);
                 if n > 0 {
-                    let status = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let status = if *status == 0 {
+                        "other".to_string()
+                    } else {
+                        status.to_string()
+                    };
                     let _ = writeln!(
                         out,
                         "flashsale_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
@@ -156,13 +169,41 @@ impl Metrics {
             }
         }
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         };
-        counter(out, "flashsale_admissions_total", "Purchases admitted (and acknowledged).", load(&self.admissions));
-        counter(out, "flashsale_replays_total", "Idempotent purchase replays answered.", load(&self.replays));
-        counter(out, "flashsale_rate_limited_total", "Requests refused with 429.", load(&self.rate_limited));
-        counter(out, "flashsale_connections_total", "Connections accepted.", load(&self.connections_total));
-        counter(out, "flashsale_expired_orders_total", "Reservations expired by the ticker.", load(&self.expired_orders));
+        counter(
+            out,
+            "flashsale_admissions_total",
+            "Purchases admitted (and acknowledged).",
+            load(&self.admissions),
+        );
+        counter(
+            out,
+            "flashsale_replays_total",
+            "Idempotent purchase replays answered.",
+            load(&self.replays),
+        );
+        counter(
+            out,
+            "flashsale_rate_limited_total",
+            "Requests refused with 429.",
+            load(&self.rate_limited),
+        );
+        counter(
+            out,
+            "flashsale_connections_total",
+            "Connections accepted.",
+            load(&self.connections_total),
+        );
+        counter(
+            out,
+            "flashsale_expired_orders_total",
+            "Reservations expired by the ticker.",
+            load(&self.expired_orders),
+        );
         counter(
             out,
             "flashsale_durability_errors_total",
@@ -174,25 +215,43 @@ impl Metrics {
             "# HELP flashsale_connections_open Connections open now.\n# TYPE flashsale_connections_open gauge\nflashsale_connections_open {}",
             load(&self.connections_open)
         );
-        out.push_str("# HELP flashsale_rejections_total Purchases rejected by the engine, by reason.\n");
+        out.push_str(
+            "# HELP flashsale_rejections_total Purchases rejected by the engine, by reason.\n",
+        );
         out.push_str("# TYPE flashsale_rejections_total counter\n");
         for (i, reason) in REASONS.iter().enumerate() {
-            let _ = writeln!(out, "flashsale_rejections_total{{reason=\"{reason}\"}} {}", load(&self.rejections[i]));
+            let _ = writeln!(
+                out,
+                "flashsale_rejections_total{{reason=\"{reason}\"}} {}",
+                load(&self.rejections[i])
+            );
         }
         out.push_str("# HELP flashsale_sale_remaining Units of a sale not held by any order.\n");
         out.push_str("# TYPE flashsale_sale_remaining gauge\n");
         for sale in sales {
-            let _ = writeln!(out, "flashsale_sale_remaining{{sku=\"{}\"}} {}", sale.sku, sale.remaining);
+            let _ = writeln!(
+                out,
+                "flashsale_sale_remaining{{sku=\"{}\"}} {}",
+                sale.sku, sale.remaining
+            );
         }
         out.push_str("# HELP flashsale_sale_reserved Units held by reserved orders.\n");
         out.push_str("# TYPE flashsale_sale_reserved gauge\n");
         for sale in sales {
-            let _ = writeln!(out, "flashsale_sale_reserved{{sku=\"{}\"}} {}", sale.sku, sale.reserved);
+            let _ = writeln!(
+                out,
+                "flashsale_sale_reserved{{sku=\"{}\"}} {}",
+                sale.sku, sale.reserved
+            );
         }
         out.push_str("# HELP flashsale_sale_paid Units in paid orders.\n");
         out.push_str("# TYPE flashsale_sale_paid gauge\n");
         for sale in sales {
-            let _ = writeln!(out, "flashsale_sale_paid{{sku=\"{}\"}} {}", sale.sku, sale.paid);
+            let _ = writeln!(
+                out,
+                "flashsale_sale_paid{{sku=\"{}\"}} {}",
+                sale.sku, sale.paid
+            );
         }
         let Some(w) = wal else { return };
         let _ = writeln!(
@@ -205,10 +264,30 @@ impl Metrics {
             "# HELP flashsale_wal_failed 1 once the log has failed and refuses writes.\n# TYPE flashsale_wal_failed gauge\nflashsale_wal_failed {}",
             u8::from(w.failed)
         );
-        counter(out, "flashsale_wal_records_total", "Records written to the log.", w.records_written);
-        counter(out, "flashsale_wal_bytes_total", "Bytes written to the log.", w.bytes_written);
-        counter(out, "flashsale_wal_fsyncs_total", "fdatasync calls.", w.fsyncs);
-        counter(out, "flashsale_wal_snapshots_total", "Snapshots written.", w.snapshots);
+        counter(
+            out,
+            "flashsale_wal_records_total",
+            "Records written to the log.",
+            w.records_written,
+        );
+        counter(
+            out,
+            "flashsale_wal_bytes_total",
+            "Bytes written to the log.",
+            w.bytes_written,
+        );
+        counter(
+            out,
+            "flashsale_wal_fsyncs_total",
+            "fdatasync calls.",
+            w.fsyncs,
+        );
+        counter(
+            out,
+            "flashsale_wal_snapshots_total",
+            "Snapshots written.",
+            w.snapshots,
+        );
         histogram(
             out,
             "flashsale_wal_batch_records",

@@ -6,8 +6,13 @@
 //! then the wait for durability. Responses are written by hand into one
 //! buffer; every non-2xx answer is `{"status": .., "error": ..}`.
 
+// Handlers return `Result<_, Resp>` where the error is the finished response:
+// it is moved once on a cold path, and boxing it would cost an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::future::Future as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -17,7 +22,9 @@ use engine::{
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -29,6 +36,11 @@ use crate::server::{unix_ms, Core, Shared};
 pub type Resp = Response<Full<Bytes>>;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Paths up to this size are copied to the stack (see `dispatch`).
+const PATH_STACK_BYTES: usize = 192;
+/// Purchase bodies up to this size are copied to the stack (see `purchase`).
+const BODY_STACK_BYTES: usize = 256;
 
 /// Longest `request_id` accepted.
 pub const REQUEST_ID_LEN_MAX: usize = 64;
@@ -64,7 +76,8 @@ fn bad_request(message: &str) -> Resp {
 
 fn unavailable(message: &str) -> Resp {
     let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
 
@@ -73,8 +86,13 @@ fn rate_limited(shared: &Shared, retry: RetryAfter) -> Resp {
         .metrics
         .rate_limited
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, retry later");
-    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry.secs()));
+    let mut resp = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests, retry later",
+    );
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry.secs()));
     resp
 }
 
@@ -83,12 +101,21 @@ fn unknown_order() -> Resp {
 }
 
 fn unknown_sku() -> Resp {
-    error(StatusCode::NOT_FOUND, "unknown_sku", "no sale with this sku")
+    error(
+        StatusCode::NOT_FOUND,
+        "unknown_sku",
+        "no sale with this sku",
+    )
 }
 
 fn method_not_allowed(allow: &'static str) -> Resp {
-    let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this path");
-    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    );
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     resp
 }
 
@@ -107,9 +134,20 @@ fn segments(path: &str) -> Option<([&str; 6], usize)> {
 }
 
 async fn dispatch(shared: &Shared, ip: IpAddr, req: Request<Incoming>) -> (Route, Resp) {
-    // A clone of the URI is a reference-count bump; it frees `req` to move.
-    let uri = req.uri().clone();
-    let Some((seg, n)) = segments(uri.path()) else {
+    // The path is copied out of the request: the URI is a slice of hyper's
+    // read buffer, and holding it across the durability wait would make hyper
+    // copy that buffer when it reads ahead (see `purchase`).
+    let mut path_stack = [0u8; PATH_STACK_BYTES];
+    let path_heap: String;
+    let raw = req.uri().path();
+    let path: &str = if raw.len() <= PATH_STACK_BYTES {
+        path_stack[..raw.len()].copy_from_slice(raw.as_bytes());
+        std::str::from_utf8(&path_stack[..raw.len()]).unwrap_or("")
+    } else {
+        path_heap = raw.to_string();
+        &path_heap
+    };
+    let Some((seg, n)) = segments(path) else {
         return (Route::Other, not_found());
     };
     let method = req.method();
@@ -212,7 +250,9 @@ fn metrics(shared: &Shared) -> Resp {
     match shared.core() {
         Some(core) => {
             let stats = core.wal.stats();
-            shared.metrics.render(&mut out, &core.engine.sales(unix_ms()), Some(&stats));
+            shared
+                .metrics
+                .render(&mut out, &core.engine.sales(unix_ms()), Some(&stats));
         }
         None => shared.metrics.render(&mut out, &[], None),
     }
@@ -240,14 +280,29 @@ async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Res
         }
     }
     let body = Limited::new(req.into_body(), max as usize);
-    let timeout = shared.config.server.header_read_timeout;
-    match tokio::time::timeout(timeout, body.collect()).await {
+    let mut collect = std::pin::pin!(body.collect());
+    // A small body usually arrived with the head: take it without arming a
+    // timer (which costs a clock read and a timer-wheel entry per request).
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+    let result = match first {
+        std::task::Poll::Ready(result) => Ok(result),
+        std::task::Poll::Pending => {
+            let timeout = shared.config.server.header_read_timeout;
+            tokio::time::timeout(timeout, collect).await
+        }
+    };
+    match result {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.is::<LengthLimitError>() => Err(too_large(max)),
         Ok(Err(_)) => Err(bad_request("body: could not be read")),
         Err(_) => {
-            let mut resp = error(StatusCode::REQUEST_TIMEOUT, "timeout", "body: not received in time");
-            resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            let mut resp = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "body: not received in time",
+            );
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
             Err(resp)
         }
     }
@@ -260,7 +315,8 @@ fn too_large(max: u64) -> Resp {
         &format!("body: larger than {max} bytes"),
     );
     // The unread rest of the body makes the connection unusable.
-    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 
@@ -324,23 +380,45 @@ pub fn request_id_hash(request_id: &str) -> u64 {
 }
 
 fn check_request_id(id: &str) -> Result<u64, Resp> {
-    if id.is_empty() || id.len() > REQUEST_ID_LEN_MAX || !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(bad_request("request_id: must be 1 to 64 printable ASCII characters"));
+    if id.is_empty()
+        || id.len() > REQUEST_ID_LEN_MAX
+        || !id.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(bad_request(
+            "request_id: must be 1 to 64 printable ASCII characters",
+        ));
     }
     Ok(request_id_hash(id))
 }
 
 async fn purchase(shared: &Shared, core: &Core, sku: &str, req: Request<Incoming>) -> Resp {
     let limiter = &shared.limiter;
-    let now = if limiter.enabled() { limiter.now_ns() } else { 0 };
+    let now = if limiter.enabled() {
+        limiter.now_ns()
+    } else {
+        0
+    };
     if let Err(retry) = limiter.check_global(now) {
         return rate_limited(shared, retry);
     }
-    let body = match read_body(shared, req).await {
+    let bytes = match read_body(shared, req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let p: PurchaseBody<'_> = match parse(&body) {
+    // The body's `Bytes` share hyper's read buffer; holding them across the
+    // durability wait makes hyper reallocate and copy that buffer when it
+    // reads ahead on the connection. A small body is copied out at once.
+    let mut stack = [0u8; BODY_STACK_BYTES];
+    let heap: Vec<u8>;
+    let body: &[u8] = if bytes.len() <= BODY_STACK_BYTES {
+        stack[..bytes.len()].copy_from_slice(&bytes);
+        &stack[..bytes.len()]
+    } else {
+        heap = bytes.to_vec();
+        &heap
+    };
+    drop(bytes);
+    let p: PurchaseBody<'_> = match parse(body) {
         Ok(p) => p,
         Err(resp) => return resp,
     };
@@ -389,7 +467,10 @@ async fn purchase(shared: &Shared, core: &Core, sku: &str, req: Request<Incoming
 fn rejection(r: Rejection) -> Resp {
     let (status, message) = match r {
         Rejection::SoldOut => (StatusCode::CONFLICT, "sold out"),
-        Rejection::LimitExceeded => (StatusCode::CONFLICT, "qty: over the per-user limit of this sale"),
+        Rejection::LimitExceeded => (
+            StatusCode::CONFLICT,
+            "qty: over the per-user limit of this sale",
+        ),
         Rejection::NotStarted => (StatusCode::CONFLICT, "the sale has not started"),
         Rejection::Ended => (StatusCode::CONFLICT, "the sale has ended"),
         Rejection::Paused => (StatusCode::CONFLICT, "the sale is paused"),
@@ -398,7 +479,9 @@ fn rejection(r: Rejection) -> Resp {
             "the same request_id is being decided by another request; retry",
         ),
         Rejection::UnknownSku => return unknown_sku(),
-        Rejection::InvalidSku => return bad_request("sku: must be 1 to 64 characters of [A-Za-z0-9_.-]"),
+        Rejection::InvalidSku => {
+            return bad_request("sku: must be 1 to 64 characters of [A-Za-z0-9_.-]")
+        }
         Rejection::InvalidQuantity => {
             return bad_request(&format!("qty: must be between 1 and {}", engine::QTY_MAX))
         }
@@ -416,7 +499,11 @@ fn rejection(r: Rejection) -> Resp {
 
 fn parse_order_id(id: &str) -> Option<OrderId> {
     // Canonical decimal only, so one order has one URL.
-    if id.is_empty() || id.len() > 20 || (id.len() > 1 && id.starts_with('0')) || !id.bytes().all(|b| b.is_ascii_digit()) {
+    if id.is_empty()
+        || id.len() > 20
+        || (id.len() > 1 && id.starts_with('0'))
+        || !id.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     id.parse::<u64>().ok().map(OrderId)
@@ -462,9 +549,15 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn unauthorized() -> Resp {
-    let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong admin token");
-    resp.headers_mut()
-        .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong admin token",
+    );
+    resp.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
     resp
 }
 
@@ -499,7 +592,9 @@ fn order_get(shared: &Shared, core: &Core, id: &str, req: &Request<Incoming>) ->
         return unknown_order();
     };
     match core.engine.order(order_id) {
-        Some(order) if admin || Some(order.user_id) == user => json(StatusCode::OK, order_json(&order)),
+        Some(order) if admin || Some(order.user_id) == user => {
+            json(StatusCode::OK, order_json(&order))
+        }
         _ => unknown_order(),
     }
 }
@@ -523,7 +618,9 @@ async fn order_cancel(shared: &Shared, core: &Core, id: &str, req: Request<Incom
         return unknown_order();
     };
     let mut sink = core.sink();
-    let outcome = core.engine.cancel(order_id, c.user_id, unix_ms(), &mut sink);
+    let outcome = core
+        .engine
+        .cancel(order_id, c.user_id, unix_ms(), &mut sink);
     order_outcome(shared, core, &sink, outcome).await
 }
 
@@ -566,7 +663,9 @@ async fn order_outcome(
         OrderOutcome::Rejected(r) => match r {
             OrderRejection::UnknownOrder => unknown_order(),
             OrderRejection::Paid => error(StatusCode::CONFLICT, r.as_str(), "the order is paid"),
-            OrderRejection::Cancelled => error(StatusCode::CONFLICT, r.as_str(), "the order was cancelled"),
+            OrderRejection::Cancelled => {
+                error(StatusCode::CONFLICT, r.as_str(), "the order was cancelled")
+            }
             OrderRejection::Expired => error(
                 StatusCode::CONFLICT,
                 r.as_str(),
@@ -649,14 +748,22 @@ async fn admin_create(shared: &Shared, core: &Core, req: Request<Incoming>) -> R
         Ok(sale) => sale,
         Err(e) => {
             return match e {
-                CreateSaleError::Exists => error(StatusCode::CONFLICT, "exists", "a sale with this sku exists"),
+                CreateSaleError::Exists => error(
+                    StatusCode::CONFLICT,
+                    "exists",
+                    "a sale with this sku exists",
+                ),
                 CreateSaleError::InvalidSku(err) => bad_request(&format!("sku: {err}")),
                 CreateSaleError::InvalidLimit => bad_request(&format!("per_user_limit: {e}")),
                 CreateSaleError::StockTooLarge => bad_request(&format!("stock: {e}")),
                 CreateSaleError::InvalidWindow => bad_request(&format!("ends_at_ms: {e}")),
                 CreateSaleError::InvalidTtl => bad_request(&format!("reservation_ttl_ms: {e}")),
-                CreateSaleError::TooManySales => error(StatusCode::CONFLICT, "too_many_sales", &e.to_string()),
-                CreateSaleError::Unavailable(_) => unavailable("the order log is full or has failed"),
+                CreateSaleError::TooManySales => {
+                    error(StatusCode::CONFLICT, "too_many_sales", &e.to_string())
+                }
+                CreateSaleError::Unavailable(_) => {
+                    unavailable("the order log is full or has failed")
+                }
                 _ => bad_request(&e.to_string()),
             };
         }
@@ -677,7 +784,13 @@ struct StockBody {
     add: u64,
 }
 
-async fn admin_sale_op(shared: &Shared, core: &Core, route: Route, sku: &str, req: Request<Incoming>) -> Resp {
+async fn admin_sale_op(
+    shared: &Shared,
+    core: &Core,
+    route: Route,
+    sku: &str,
+    req: Request<Incoming>,
+) -> Resp {
     if !is_admin(shared, &req) {
         return unauthorized();
     }
@@ -734,8 +847,18 @@ mod tests {
 
     #[test]
     fn constant_time_eq_matches_eq() {
-        for (a, b) in [("", ""), ("a", ""), ("abc", "abc"), ("abc", "abd"), ("abc", "abcd")] {
-            assert_eq!(constant_time_eq(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
+        for (a, b) in [
+            ("", ""),
+            ("a", ""),
+            ("abc", "abc"),
+            ("abc", "abd"),
+            ("abc", "abcd"),
+        ] {
+            assert_eq!(
+                constant_time_eq(a.as_bytes(), b.as_bytes()),
+                a == b,
+                "{a:?} {b:?}"
+            );
         }
     }
 

@@ -191,7 +191,9 @@ pub fn unix_ms() -> u64 {
 fn expiry_loop(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(EXPIRY_TICK);
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         let Some(core) = shared.core() else { continue };
         let report = core.engine.expire_due(unix_ms(), core.sink());
         if report.expired > 0 {
@@ -204,6 +206,60 @@ fn expiry_loop(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
             tracing::debug!("expiry deferred: the log queue is full or failed");
         }
     }
+}
+
+/// The whole server from a validated config: recovers the engine from the
+/// log (in the background: `/healthz` answers at once, `/readyz` turns 200
+/// when recovery is done), serves `listener` until `shutdown` resolves, then
+/// drains and syncs. Errors if recovery fails (the listener is then closed).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let shared = Shared::new(config.clone());
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let recovery = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            match crate::wal::open(config.wal.clone(), config.engine) {
+                Ok((engine, wal, report)) => {
+                    tracing::info!(
+                        replayed_records = report.replayed_records,
+                        elapsed_ms = report.elapsed.as_millis() as u64,
+                        "recovered; ready"
+                    );
+                    shared.install(engine, wal);
+                    Ok(())
+                }
+                Err(err) => {
+                    let _ = failed_tx.send(());
+                    Err(ServeError::Recovery(err))
+                }
+            }
+        })
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            // Only a sent failure stops; the sender dropped after a successful
+            // recovery disables this branch.
+            Ok(()) = failed_rx => {}
+        }
+    };
+    let served = run(listener, shared, stop).await;
+    recovery.await.expect("recovery task panicked")?;
+    served.map_err(ServeError::Shutdown)
+}
+
+/// Why [`serve`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error("recovering the log: {0}")]
+    Recovery(WalError),
+    #[error("flushing the log at shutdown: {0}")]
+    Shutdown(WalError),
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains and syncs.
@@ -253,17 +309,28 @@ pub async fn run(
         let svc_shared = shared.clone();
         let service = service_fn(move |req| {
             let shared = svc_shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(crate::routes::handle(&shared, ip, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(crate::routes::handle(&shared, ip, req).await)
+            }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         let conn_shared = shared.clone();
-        conn_shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        conn_shared.metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+        conn_shared
+            .metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        conn_shared
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             if let Err(err) = conn.await {
                 tracing::debug!(%err, %peer, "connection ended with an error");
             }
-            conn_shared.metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            conn_shared
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
@@ -271,7 +338,10 @@ pub async fn run(
     drop(listener);
     shared.stopping.store(true, Ordering::Release);
     tracing::info!("shutting down: no longer accepting, draining connections");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     let shared2 = shared.clone();

@@ -2,6 +2,6 @@
 //! re-exported so the rest of the gateway names it in one place.
 
 pub use persistence::{
-    dump, open, verify, FsyncMode, RecoveryReport, Ticket, VerifyReport, Wal, WalConfig, WalError, WalSink,
-    WalStats,
+    dump, open, verify, FsyncMode, RecoveryReport, Ticket, VerifyReport, Wal, WalConfig, WalError,
+    WalSink, WalStats,
 };

@@ -25,7 +25,9 @@ fn check(reply: &common::Reply, status: u16, code: &str) {
 
 async fn sale(c: &mut Conn, sku: &str, stock: u64, limit: u32) {
     let r = c
-        .create_sale(&format!(r#"{{"sku":"{sku}","stock":{stock},"per_user_limit":{limit}}}"#))
+        .create_sale(&format!(
+            r#"{{"sku":"{sku}","stock":{stock},"per_user_limit":{limit}}}"#
+        ))
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
 }
@@ -84,17 +86,36 @@ async fn admin_sales_lifecycle() {
     let mut c = s.conn().await;
     // Auth: missing and wrong tokens.
     let r = c
-        .send(Method::POST, "/v1/admin/sales", Some(r#"{"sku":"a","stock":1}"#), None)
+        .send(
+            Method::POST,
+            "/v1/admin/sales",
+            Some(r#"{"sku":"a","stock":1}"#),
+            None,
+        )
         .await
         .unwrap();
     check(&r, 401, "unauthorized");
     let r = c
-        .send(Method::POST, "/v1/admin/sales", Some(r#"{"sku":"a","stock":1}"#), Some("nope"))
+        .send(
+            Method::POST,
+            "/v1/admin/sales",
+            Some(r#"{"sku":"a","stock":1}"#),
+            Some("nope"),
+        )
         .await
         .unwrap();
     check(&r, 401, "unauthorized");
-    for path in ["/v1/admin/sales/a/stock", "/v1/admin/sales/a/pause", "/v1/admin/sales/a/resume", "/v1/admin/sales/a/end", "/v1/orders/1/pay"] {
-        let r = c.send(Method::POST, path, Some("{}"), Some("test-tokeN")).await.unwrap();
+    for path in [
+        "/v1/admin/sales/a/stock",
+        "/v1/admin/sales/a/pause",
+        "/v1/admin/sales/a/resume",
+        "/v1/admin/sales/a/end",
+        "/v1/orders/1/pay",
+    ] {
+        let r = c
+            .send(Method::POST, path, Some("{}"), Some("test-tokeN"))
+            .await
+            .unwrap();
         check(&r, 401, "unauthorized");
     }
 
@@ -110,14 +131,27 @@ async fn admin_sales_lifecycle() {
     assert_eq!(v["per_user_limit"], 1);
     assert_eq!(v["reservation_ttl_ms"], 600_000);
     assert_eq!(v["state"], "open");
-    check(&c.create_sale(r#"{"sku":"a","stock":10}"#).await, 409, "exists");
+    check(
+        &c.create_sale(r#"{"sku":"a","stock":10}"#).await,
+        409,
+        "exists",
+    );
     for (body, field) in [
         (r#"{"sku":"bad sku","stock":1}"#, "sku"),
         (r#"{"sku":"b"}"#, "stock"),
         (r#"{"sku":"b","stock":-1}"#, "stock"),
-        (r#"{"sku":"b","stock":1,"per_user_limit":0}"#, "per_user_limit"),
-        (r#"{"sku":"b","stock":1,"starts_at_ms":10,"ends_at_ms":5}"#, "ends_at_ms"),
-        (r#"{"sku":"b","stock":1,"reservation_ttl_ms":0}"#, "reservation_ttl_ms"),
+        (
+            r#"{"sku":"b","stock":1,"per_user_limit":0}"#,
+            "per_user_limit",
+        ),
+        (
+            r#"{"sku":"b","stock":1,"starts_at_ms":10,"ends_at_ms":5}"#,
+            "ends_at_ms",
+        ),
+        (
+            r#"{"sku":"b","stock":1,"reservation_ttl_ms":0}"#,
+            "reservation_ttl_ms",
+        ),
         (r#"{"sku":"b","stock":1,"colour":"red"}"#, "colour"),
         (r#"{"sku":"b","#, "JSON"),
     ] {
@@ -128,25 +162,71 @@ async fn admin_sales_lifecycle() {
     }
 
     // Top-up, pause, resume, end.
-    let r = c.admin_post("/v1/admin/sales/a/stock", r#"{"add":5}"#).await;
+    let r = c
+        .admin_post("/v1/admin/sales/a/stock", r#"{"add":5}"#)
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["stock"], 15);
     assert_eq!(r.json()["remaining"], 15);
-    check(&c.admin_post("/v1/admin/sales/a/stock", r#"{"add":0}"#).await, 400, "bad_request");
-    check(&c.admin_post("/v1/admin/sales/a/stock", r#"{"add":1099511627776}"#).await, 400, "bad_request");
-    check(&c.admin_post("/v1/admin/sales/a/stock", r#"{"plus":1}"#).await, 400, "bad_request");
-    check(&c.admin_post("/v1/admin/sales/zz/stock", r#"{"add":1}"#).await, 404, "unknown_sku");
+    check(
+        &c.admin_post("/v1/admin/sales/a/stock", r#"{"add":0}"#)
+            .await,
+        400,
+        "bad_request",
+    );
+    check(
+        &c.admin_post("/v1/admin/sales/a/stock", r#"{"add":1099511627776}"#)
+            .await,
+        400,
+        "bad_request",
+    );
+    check(
+        &c.admin_post("/v1/admin/sales/a/stock", r#"{"plus":1}"#)
+            .await,
+        400,
+        "bad_request",
+    );
+    check(
+        &c.admin_post("/v1/admin/sales/zz/stock", r#"{"add":1}"#)
+            .await,
+        404,
+        "unknown_sku",
+    );
     let r = c.admin_post("/v1/admin/sales/a/pause", "").await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("paused")));
-    check(&c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await, 409, "paused");
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("paused"))
+    );
+    check(
+        &c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await,
+        409,
+        "paused",
+    );
     let r = c.admin_post("/v1/admin/sales/a/resume", "").await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("open")));
-    check(&c.admin_post("/v1/admin/sales/zz/pause", "").await, 404, "unknown_sku");
+    check(
+        &c.admin_post("/v1/admin/sales/zz/pause", "").await,
+        404,
+        "unknown_sku",
+    );
     let r = c.admin_post("/v1/admin/sales/a/end", "").await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("ended")));
-    check(&c.admin_post("/v1/admin/sales/a/resume", "").await, 409, "ended");
-    check(&c.admin_post("/v1/admin/sales/a/stock", r#"{"add":1}"#).await, 409, "ended");
-    check(&c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await, 409, "ended");
+    check(
+        &c.admin_post("/v1/admin/sales/a/resume", "").await,
+        409,
+        "ended",
+    );
+    check(
+        &c.admin_post("/v1/admin/sales/a/stock", r#"{"add":1}"#)
+            .await,
+        409,
+        "ended",
+    );
+    check(
+        &c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await,
+        409,
+        "ended",
+    );
 
     // Reads.
     let r = c.get("/v1/sales/a").await;
@@ -172,7 +252,12 @@ async fn purchase_statuses() {
     let mut c = s.conn().await;
     sale(&mut c, "p", 3, 2).await;
 
-    let r = c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#).await;
+    let r = c
+        .post(
+            "/v1/sales/p/purchase",
+            r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#,
+        )
+        .await;
     check(&r, 201, "admitted");
     let first = r.json();
     assert_eq!(first["sku"], "p");
@@ -181,28 +266,78 @@ async fn purchase_statuses() {
     assert!(first["order_id"].is_string());
     assert!(first["expires_at_ms"].as_u64().unwrap() > 0);
     // Idempotent replay: same body, 200.
-    let r = c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#).await;
+    let r = c
+        .post(
+            "/v1/sales/p/purchase",
+            r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#,
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), first);
     // Same request id, different payload.
-    let r = c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":1,"request_id":"r-1"}"#).await;
+    let r = c
+        .post(
+            "/v1/sales/p/purchase",
+            r#"{"user_id":7,"qty":1,"request_id":"r-1"}"#,
+        )
+        .await;
     check(&r, 422, "request_id_reused");
     // Over the per-user limit.
-    check(&c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":1}"#).await, 409, "limit_exceeded");
-    check(&c.post("/v1/sales/p/purchase", r#"{"user_id":8,"qty":3}"#).await, 409, "limit_exceeded");
+    check(
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":1}"#)
+            .await,
+        409,
+        "limit_exceeded",
+    );
+    check(
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":8,"qty":3}"#)
+            .await,
+        409,
+        "limit_exceeded",
+    );
     // The last unit, then sold out; a rejected request id is decided again.
-    check(&c.post("/v1/sales/p/purchase", r#"{"user_id":8,"qty":2,"request_id":"x"}"#).await, 409, "sold_out");
-    check(&c.post("/v1/sales/p/purchase", r#"{"user_id":8,"request_id":"x"}"#).await, 201, "admitted");
-    check(&c.post("/v1/sales/p/purchase", r#"{"user_id":9}"#).await, 409, "sold_out");
+    check(
+        &c.post(
+            "/v1/sales/p/purchase",
+            r#"{"user_id":8,"qty":2,"request_id":"x"}"#,
+        )
+        .await,
+        409,
+        "sold_out",
+    );
+    check(
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":8,"request_id":"x"}"#)
+            .await,
+        201,
+        "admitted",
+    );
+    check(
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":9}"#).await,
+        409,
+        "sold_out",
+    );
     // Unknown sku.
-    check(&c.post("/v1/sales/nope/purchase", r#"{"user_id":9}"#).await, 404, "unknown_sku");
+    check(
+        &c.post("/v1/sales/nope/purchase", r#"{"user_id":9}"#).await,
+        404,
+        "unknown_sku",
+    );
     // Not started.
     let later = gateway::server::unix_ms() + 3_600_000;
     let r = c
-        .create_sale(&format!(r#"{{"sku":"later","stock":1,"starts_at_ms":{later}}}"#))
+        .create_sale(&format!(
+            r#"{{"sku":"later","stock":1,"starts_at_ms":{later}}}"#
+        ))
         .await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (201, Some("scheduled")));
-    check(&c.post("/v1/sales/later/purchase", r#"{"user_id":1}"#).await, 409, "not_started");
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (201, Some("scheduled"))
+    );
+    check(
+        &c.post("/v1/sales/later/purchase", r#"{"user_id":1}"#).await,
+        409,
+        "not_started",
+    );
 
     // Bad requests name the field.
     for (body, field) in [
@@ -215,7 +350,10 @@ async fn purchase_statuses() {
         (r#"{"user_id":1,"qty":4294967296}"#, "qty"),
         (r#"{"user_id":1,"request_id":""}"#, "request_id"),
         (r#"{"user_id":1,"request_id":7}"#, "request_id"),
-        (&format!(r#"{{"user_id":1,"request_id":"{}"}}"#, "x".repeat(65)), "request_id"),
+        (
+            &format!(r#"{{"user_id":1,"request_id":"{}"}}"#, "x".repeat(65)),
+            "request_id",
+        ),
         (r#"{"user_id":1,"request_id":"caf\u00e9"}"#, "request_id"),
         (r#"{"user_id":1,"extra":true}"#, "extra"),
         ("not json", "JSON"),
@@ -226,7 +364,12 @@ async fn purchase_statuses() {
         let msg = r.json()["error"].as_str().unwrap().to_string();
         assert!(msg.contains(field), "{body}: {msg:?} should name {field}");
     }
-    check(&c.post("/v1/sales/bad!sku/purchase", r#"{"user_id":1}"#).await, 400, "bad_request");
+    check(
+        &c.post("/v1/sales/bad!sku/purchase", r#"{"user_id":1}"#)
+            .await,
+        400,
+        "bad_request",
+    );
     // Invalid UTF-8 in the body.
     let (resp, _) = raw(s.addr,
         b"POST /v1/sales/p/purchase HTTP/1.1\r\nhost: x\r\ncontent-length: 22\r\nconnection: close\r\n\r\n{\"user_id\":1,\"x\":\"\xff\xfe\"}",
@@ -242,44 +385,115 @@ async fn orders_get_cancel_pay() {
     let mut c = s.conn().await;
     sale(&mut c, "o", 10, 5).await;
     let id = |r: &common::Reply| r.json()["order_id"].as_str().unwrap().to_string();
-    let a = id(&c.post("/v1/sales/o/purchase", r#"{"user_id":1,"qty":2}"#).await);
+    let a = id(&c
+        .post("/v1/sales/o/purchase", r#"{"user_id":1,"qty":2}"#)
+        .await);
     let b = id(&c.post("/v1/sales/o/purchase", r#"{"user_id":2}"#).await);
 
     // GET by owner, by admin; stranger and unknown get 404.
     let r = c.get(&format!("/v1/orders/{a}?user_id=1")).await;
     assert_eq!(r.status, 200);
     let v = r.json();
-    assert_eq!((v["order_id"].as_str(), v["sku"].as_str(), v["state"].as_str()), (Some(a.as_str()), Some("o"), Some("reserved")));
-    assert_eq!((v["user_id"].as_u64(), v["qty"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(
+        (
+            v["order_id"].as_str(),
+            v["sku"].as_str(),
+            v["state"].as_str()
+        ),
+        (Some(a.as_str()), Some("o"), Some("reserved"))
+    );
+    assert_eq!(
+        (v["user_id"].as_u64(), v["qty"].as_u64()),
+        (Some(1), Some(2))
+    );
     assert!(v["created_at_ms"].as_u64().unwrap() < v["expires_at_ms"].as_u64().unwrap());
     assert_eq!(c.admin_get(&format!("/v1/orders/{a}")).await.status, 200);
-    check(&c.get(&format!("/v1/orders/{a}?user_id=2")).await, 404, "unknown_order");
-    check(&c.get("/v1/orders/99999?user_id=1").await, 404, "unknown_order");
-    check(&c.get("/v1/orders/abc?user_id=1").await, 404, "unknown_order");
+    check(
+        &c.get(&format!("/v1/orders/{a}?user_id=2")).await,
+        404,
+        "unknown_order",
+    );
+    check(
+        &c.get("/v1/orders/99999?user_id=1").await,
+        404,
+        "unknown_order",
+    );
+    check(
+        &c.get("/v1/orders/abc?user_id=1").await,
+        404,
+        "unknown_order",
+    );
     check(&c.get(&format!("/v1/orders/{a}")).await, 400, "bad_request");
-    check(&c.get(&format!("/v1/orders/{a}?user_id=x")).await, 400, "bad_request");
-    let r = c.send(Method::GET, &format!("/v1/orders/{a}"), None, Some("wrong")).await.unwrap();
+    check(
+        &c.get(&format!("/v1/orders/{a}?user_id=x")).await,
+        400,
+        "bad_request",
+    );
+    let r = c
+        .send(Method::GET, &format!("/v1/orders/{a}"), None, Some("wrong"))
+        .await
+        .unwrap();
     check(&r, 401, "unauthorized");
 
     // Cancel: stranger 404, owner 200 (stock returns), repeat 200.
-    check(&c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":2}"#).await, 404, "unknown_order");
-    check(&c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user":1}"#).await, 400, "bad_request");
-    let r = c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#).await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("cancelled")));
-    let r = c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#).await;
-    assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("cancelled")));
+    check(
+        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":2}"#)
+            .await,
+        404,
+        "unknown_order",
+    );
+    check(
+        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user":1}"#)
+            .await,
+        400,
+        "bad_request",
+    );
+    let r = c
+        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("cancelled"))
+    );
+    let r = c
+        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["state"].as_str()),
+        (200, Some("cancelled"))
+    );
     assert_eq!(c.get("/v1/sales/o").await.json()["remaining"], 9);
-    check(&c.admin_post(&format!("/v1/orders/{a}/pay"), "").await, 409, "cancelled");
+    check(
+        &c.admin_post(&format!("/v1/orders/{a}/pay"), "").await,
+        409,
+        "cancelled",
+    );
 
     // Pay: 200, repeat 200; then cancel is refused as paid.
     let r = c.admin_post(&format!("/v1/orders/{b}/pay"), "").await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("paid")));
     let r = c.admin_post(&format!("/v1/orders/{b}/pay"), "").await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("paid")));
-    check(&c.post(&format!("/v1/orders/{b}/cancel"), r#"{"user_id":2}"#).await, 409, "paid");
-    check(&c.admin_post("/v1/orders/12345/pay", "").await, 404, "unknown_order");
+    check(
+        &c.post(&format!("/v1/orders/{b}/cancel"), r#"{"user_id":2}"#)
+            .await,
+        409,
+        "paid",
+    );
+    check(
+        &c.admin_post("/v1/orders/12345/pay", "").await,
+        404,
+        "unknown_order",
+    );
     let sale = c.get("/v1/sales/o").await.json();
-    assert_eq!((sale["remaining"].as_u64(), sale["reserved"].as_u64(), sale["paid"].as_u64()), (Some(9), Some(0), Some(1)));
+    assert_eq!(
+        (
+            sale["remaining"].as_u64(),
+            sale["reserved"].as_u64(),
+            sale["paid"].as_u64()
+        ),
+        (Some(9), Some(0), Some(1))
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -287,9 +501,14 @@ async fn orders_get_cancel_pay() {
 async fn expired_orders() {
     let mut s = TestServer::start().await;
     let mut c = s.conn().await;
-    let r = c.create_sale(r#"{"sku":"e","stock":1,"per_user_limit":1,"reservation_ttl_ms":50}"#).await;
+    let r = c
+        .create_sale(r#"{"sku":"e","stock":1,"per_user_limit":1,"reservation_ttl_ms":50}"#)
+        .await;
     assert_eq!(r.status, 201);
-    let a = c.post("/v1/sales/e/purchase", r#"{"user_id":1}"#).await.json()["order_id"]
+    let a = c
+        .post("/v1/sales/e/purchase", r#"{"user_id":1}"#)
+        .await
+        .json()["order_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -306,10 +525,23 @@ async fn expired_orders() {
         }
     }
     assert_eq!(state, "expired");
-    check(&c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#).await, 409, "expired");
+    check(
+        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+            .await,
+        409,
+        "expired",
+    );
     // Someone else takes the unit: paying the expired order is refused.
-    check(&c.post("/v1/sales/e/purchase", r#"{"user_id":2}"#).await, 201, "admitted");
-    check(&c.admin_post(&format!("/v1/orders/{a}/pay"), "").await, 409, "expired");
+    check(
+        &c.post("/v1/sales/e/purchase", r#"{"user_id":2}"#).await,
+        201,
+        "admitted",
+    );
+    check(
+        &c.admin_post(&format!("/v1/orders/{a}/pay"), "").await,
+        409,
+        "expired",
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -317,10 +549,20 @@ async fn expired_orders() {
 async fn unknown_paths_and_wrong_methods() {
     let mut s = TestServer::start().await;
     let mut c = s.conn().await;
-    for path in ["/", "/v2/sales", "/v1/sales/a/b/c", "/v1/orders", "/v1/admin/sales/a/b", "/a/b/c/d/e/f/g/h"] {
+    for path in [
+        "/",
+        "/v2/sales",
+        "/v1/sales/a/b/c",
+        "/v1/orders",
+        "/v1/admin/sales/a/b",
+        "/a/b/c/d/e/f/g/h",
+    ] {
         check(&c.get(path).await, 404, "not_found");
     }
-    let r = c.send(Method::DELETE, "/v1/sales/a", None, None).await.unwrap();
+    let r = c
+        .send(Method::DELETE, "/v1/sales/a", None, None)
+        .await
+        .unwrap();
     check(&r, 405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("GET"));
     let r = c.get("/v1/sales/a/purchase").await;
@@ -337,7 +579,12 @@ async fn body_limit_413() {
     let mut c = s.conn().await;
     sale(&mut c, "big", 10, 1).await;
     let pad = " ".repeat(200);
-    let r = c.post("/v1/sales/big/purchase", &format!(r#"{{"user_id":1{pad}}}"#)).await;
+    let r = c
+        .post(
+            "/v1/sales/big/purchase",
+            &format!(r#"{{"user_id":1{pad}}}"#),
+        )
+        .await;
     check(&r, 413, "too_large");
     // A chunked body with no Content-Length is cut while reading.
     let chunk = "x".repeat(150);
@@ -354,7 +601,11 @@ async fn body_limit_413() {
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     // Within the limit still works (the 413 closed `c`).
     let mut c = s.conn().await;
-    check(&c.post("/v1/sales/big/purchase", r#"{"user_id":1}"#).await, 201, "admitted");
+    check(
+        &c.post("/v1/sales/big/purchase", r#"{"user_id":1}"#).await,
+        201,
+        "admitted",
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -367,8 +618,16 @@ async fn oversized_headers_431() {
     assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
     assert!(closed);
     // Garbage is a 400 from hyper, and the server is still fine.
-    let (resp, _) = raw(s.addr, b"\x00\x01\x02 nonsense\r\n\r\n", Duration::from_secs(5)).await;
-    assert!(resp.is_empty() || resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let (resp, _) = raw(
+        s.addr,
+        b"\x00\x01\x02 nonsense\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        resp.is_empty() || resp.starts_with("HTTP/1.1 400"),
+        "{resp}"
+    );
     let mut c = s.conn().await;
     assert_eq!(c.get("/healthz").await.status, 200);
     s.shutdown().await.unwrap();
@@ -376,17 +635,31 @@ async fn oversized_headers_431() {
 
 #[tokio::test]
 async fn slow_client_cut_by_header_timeout() {
-    let mut s = TestServer::start_with(|c| c.server.header_read_timeout = Duration::from_millis(300)).await;
+    let mut s =
+        TestServer::start_with(|c| c.server.header_read_timeout = Duration::from_millis(300)).await;
     let addr = s.addr;
     let (elapsed, closed) = tokio::task::spawn_blocking(move || {
         let start = std::time::Instant::now();
         // Half a request head, then silence.
-        let (_, closed) = raw_exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n", Duration::from_secs(5));
+        let (_, closed) = raw_exchange(
+            addr,
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\n",
+            Duration::from_secs(5),
+        );
         (start.elapsed(), closed)
     })
     .await
     .unwrap();
     assert!(closed, "the slow client was not cut");
+    // A body that trickles in is cut after the same timeout, with a 408.
+    let (resp, closed) = raw(
+        s.addr,
+        b"POST /v1/orders/1/cancel HTTP/1.1\r\nhost: x\r\ncontent-length: 20\r\n\r\n{\"user",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(closed);
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     s.shutdown().await.unwrap();
@@ -408,7 +681,10 @@ async fn connection_cap_holds_extra_connections() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!third.is_finished(), "served over the connection cap");
     drop(c1);
-    let status = tokio::time::timeout(Duration::from_secs(5), third).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(c2.get("/healthz").await.status, 200);
     s.shutdown().await.unwrap();
@@ -423,22 +699,42 @@ async fn rate_limits_answer_429_with_retry_after() {
     .await;
     let mut c = s.conn().await;
     sale(&mut c, "rl", 100, 100).await;
-    check(&c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await, 201, "admitted");
-    check(&c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await, 201, "admitted");
+    check(
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await,
+        201,
+        "admitted",
+    );
+    check(
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await,
+        201,
+        "admitted",
+    );
     let r = c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await;
     check(&r, 429, "rate_limited");
     let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(secs >= 1);
     // Another user has its own bucket.
-    check(&c.post("/v1/sales/rl/purchase", r#"{"user_id":2}"#).await, 201, "admitted");
+    check(
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":2}"#).await,
+        201,
+        "admitted",
+    );
     // Other public routes are limited per IP; admin routes are not.
     assert_eq!(c.get("/v1/sales/rl").await.status, 200);
     assert_eq!(c.get("/v1/sales/rl").await.status, 200);
     check(&c.get("/v1/sales/rl").await, 429, "rate_limited");
-    assert_eq!(c.admin_post("/v1/admin/sales/rl/stock", r#"{"add":1}"#).await.status, 200);
+    assert_eq!(
+        c.admin_post("/v1/admin/sales/rl/stock", r#"{"add":1}"#)
+            .await
+            .status,
+        200
+    );
     assert_eq!(c.get("/healthz").await.status, 200);
     let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
-    assert!(metrics.contains("flashsale_rate_limited_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("flashsale_rate_limited_total 2"),
+        "{metrics}"
+    );
     s.shutdown().await.unwrap();
 
     // The global bucket.
@@ -449,8 +745,16 @@ async fn rate_limits_answer_429_with_retry_after() {
     .await;
     let mut c = s.conn().await;
     sale(&mut c, "g", 100, 100).await;
-    check(&c.post("/v1/sales/g/purchase", r#"{"user_id":1}"#).await, 201, "admitted");
-    check(&c.post("/v1/sales/g/purchase", r#"{"user_id":2}"#).await, 429, "rate_limited");
+    check(
+        &c.post("/v1/sales/g/purchase", r#"{"user_id":1}"#).await,
+        201,
+        "admitted",
+    );
+    check(
+        &c.post("/v1/sales/g/purchase", r#"{"user_id":2}"#).await,
+        429,
+        "rate_limited",
+    );
     s.shutdown().await.unwrap();
 }
 
@@ -485,7 +789,10 @@ async fn rate_limiter_under_paused_time() {
     assert!(rl.check_global(rl.now_ns()).is_err());
 
     rl.check_user(42, rl.now_ns()).unwrap();
-    assert_eq!(rl.check_user(42, rl.now_ns()).unwrap_err().wait_ns, 500_000_000);
+    assert_eq!(
+        rl.check_user(42, rl.now_ns()).unwrap_err().wait_ns,
+        500_000_000
+    );
     tokio::time::advance(Duration::from_millis(500)).await;
     rl.check_user(42, rl.now_ns()).unwrap();
 }
@@ -496,13 +803,23 @@ async fn admin_token_is_checked_exactly() {
     let mut c = s.conn().await;
     for token in ["", "test-toke", "test-tokenn", "TEST-TOKEN", " test-token"] {
         let r = c
-            .send(Method::POST, "/v1/admin/sales", Some(r#"{"sku":"t","stock":1}"#), Some(token))
+            .send(
+                Method::POST,
+                "/v1/admin/sales",
+                Some(r#"{"sku":"t","stock":1}"#),
+                Some(token),
+            )
             .await
             .unwrap();
         check(&r, 401, "unauthorized");
     }
     let r = c
-        .send(Method::POST, "/v1/admin/sales", Some(r#"{"sku":"t","stock":1}"#), Some(TOKEN))
+        .send(
+            Method::POST,
+            "/v1/admin/sales",
+            Some(r#"{"sku":"t","stock":1}"#),
+            Some(TOKEN),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 201);
@@ -521,10 +838,19 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::connect(addr).await.ok()?;
             let r = c
-                .send(Method::POST, "/v1/sales/gs/purchase", Some(&format!(r#"{{"user_id":{user}}}"#)), None)
+                .send(
+                    Method::POST,
+                    "/v1/sales/gs/purchase",
+                    Some(&format!(r#"{{"user_id":{user}}}"#)),
+                    None,
+                )
                 .await
                 .ok()?;
-            Some((user, r.status, r.json()["order_id"].as_str().map(str::to_string)))
+            Some((
+                user,
+                r.status,
+                r.json()["order_id"].as_str().map(str::to_string),
+            ))
         }));
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -537,17 +863,92 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
         }
     }
     // New connections are refused after shutdown.
-    assert!(Conn::connect(addr).await.is_err() || {
-        let mut c = Conn::connect(addr).await.unwrap();
-        c.send(Method::GET, "/healthz", None, None).await.is_err()
-    });
+    assert!(
+        Conn::connect(addr).await.is_err() || {
+            let mut c = Conn::connect(addr).await.unwrap();
+            c.send(Method::GET, "/healthz", None, None).await.is_err()
+        }
+    );
     // Every acknowledged order is in the log.
     let config = s.shared.config.clone();
     let (engine, wal, _) = gateway::wal::open(config.wal.clone(), config.engine).unwrap();
     for (user, order) in &acked {
-        let view = engine.order(engine::OrderId(order.parse().unwrap())).expect("acked order recovered");
+        let view = engine
+            .order(engine::OrderId(order.parse().unwrap()))
+            .expect("acked order recovered");
         assert_eq!(view.user_id, *user);
     }
     assert_eq!(engine.sale("gs", 0).unwrap().reserved, acked.len() as u64);
     wal.shutdown().unwrap();
+}
+
+/// Back-pressure and log failure: a full queue answers 503 with Retry-After
+/// and nothing is acknowledged that was not written; after a failed fsync
+/// purchases get 503 and readiness turns false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_full_or_failed_answers_503() {
+    let sim = persistence::SimStorage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gateway::Config::for_tests(dir.path().join("wal"));
+    config.wal.queue_capacity = 16;
+    let mut s = TestServer::start_on(dir, config, std::sync::Arc::new(sim.clone())).await;
+    let mut c = s.conn().await;
+    sale(&mut c, "bp", 1000, 1).await;
+
+    sim.hold_writes(true);
+    let addr = s.addr;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for user in 0..64u64 {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut c = Conn::connect(addr).await.unwrap();
+            let r = c
+                .post("/v1/sales/bp/purchase", &format!(r#"{{"user_id":{user}}}"#))
+                .await;
+            let _ = tx.send((
+                r.status,
+                r.header("retry-after").map(str::to_string),
+                r.code(),
+            ));
+        });
+    }
+    drop(tx);
+    // With the writer stuck, the queue fills and the overflow is refused now.
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first,
+        (503, Some("1".to_string()), "unavailable".to_string())
+    );
+    sim.hold_writes(false);
+    let mut statuses = vec![first.0];
+    while let Some((status, _, _)) = rx.recv().await {
+        statuses.push(status);
+    }
+    let admitted = statuses.iter().filter(|&&s| s == 201).count() as u64;
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 503),
+        "{statuses:?}"
+    );
+    assert!(admitted >= 16, "{statuses:?}");
+    // Refused purchases were rolled back: the sale counts only the admitted.
+    assert_eq!(c.get("/v1/sales/bp").await.json()["reserved"], admitted);
+
+    sim.fail_sync_after(0);
+    let r = c.post("/v1/sales/bp/purchase", r#"{"user_id":1000}"#).await;
+    check(&r, 503, "unavailable");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    check(
+        &c.post("/v1/sales/bp/purchase", r#"{"user_id":1001}"#).await,
+        503,
+        "unavailable",
+    );
+    check(&c.get("/readyz").await, 503, "unavailable");
+    assert_eq!(c.get("/healthz").await.status, 200);
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("flashsale_wal_failed 1"), "{metrics}");
+    // Shutdown reports the failed log.
+    assert!(s.shutdown().await.is_err());
 }

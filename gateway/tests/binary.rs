@@ -15,19 +15,48 @@ async fn restart_recovers_state_after_sigterm() {
     let p = Proc::spawn(&config, &[]);
     p.wait_ready().await;
     let mut c = Conn::connect(p.addr).await.unwrap();
-    assert_eq!(c.create_sale(r#"{"sku":"r","stock":10,"per_user_limit":3}"#).await.status, 201);
+    assert_eq!(
+        c.create_sale(r#"{"sku":"r","stock":10,"per_user_limit":3}"#)
+            .await
+            .status,
+        201
+    );
     let mut orders = Vec::new();
     for user in 1..=4u64 {
         let r = c
-            .post("/v1/sales/r/purchase", &format!(r#"{{"user_id":{user},"qty":2,"request_id":"req-{user}"}}"#))
+            .post(
+                "/v1/sales/r/purchase",
+                &format!(r#"{{"user_id":{user},"qty":2,"request_id":"req-{user}"}}"#),
+            )
             .await;
         assert_eq!(r.status, 201);
         orders.push(r.json()["order_id"].as_str().unwrap().to_string());
     }
-    assert_eq!(c.admin_post(&format!("/v1/orders/{}/pay", orders[0]), "").await.status, 200);
-    assert_eq!(c.post(&format!("/v1/orders/{}/cancel", orders[1]), r#"{"user_id":2}"#).await.status, 200);
-    assert_eq!(c.admin_post("/v1/admin/sales/r/stock", r#"{"add":5}"#).await.status, 200);
-    assert_eq!(c.admin_post("/v1/admin/sales/r/pause", "").await.status, 200);
+    assert_eq!(
+        c.admin_post(&format!("/v1/orders/{}/pay", orders[0]), "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.post(
+            &format!("/v1/orders/{}/cancel", orders[1]),
+            r#"{"user_id":2}"#
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        c.admin_post("/v1/admin/sales/r/stock", r#"{"add":5}"#)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        c.admin_post("/v1/admin/sales/r/pause", "").await.status,
+        200
+    );
     let before = c.get("/v1/sales/r").await.json();
     drop(c);
     let log = p.log();
@@ -36,20 +65,46 @@ async fn restart_recovers_state_after_sigterm() {
     let p = Proc::spawn(&config, &[]);
     p.wait_ready().await;
     let mut c = Conn::connect(p.addr).await.unwrap();
-    assert_eq!(c.get("/v1/sales/r").await.json(), before, "first run log:\n{log}");
+    assert_eq!(
+        c.get("/v1/sales/r").await.json(),
+        before,
+        "first run log:\n{log}"
+    );
     assert_eq!(before["stock"], 15);
     assert_eq!(before["state"], "paused");
-    let expect = [(&orders[0], "paid"), (&orders[1], "cancelled"), (&orders[2], "reserved"), (&orders[3], "reserved")];
+    let expect = [
+        (&orders[0], "paid"),
+        (&orders[1], "cancelled"),
+        (&orders[2], "reserved"),
+        (&orders[3], "reserved"),
+    ];
     for (id, state) in expect {
         let r = c.admin_get(&format!("/v1/orders/{id}")).await;
-        assert_eq!((r.status, r.json()["state"].as_str().unwrap()), (200, state), "order {id}");
+        assert_eq!(
+            (r.status, r.json()["state"].as_str().unwrap()),
+            (200, state),
+            "order {id}"
+        );
     }
     // Idempotency survives the restart (the request id hash is stable).
-    assert_eq!(c.admin_post("/v1/admin/sales/r/resume", "").await.status, 200);
-    let r = c.post("/v1/sales/r/purchase", r#"{"user_id":3,"qty":2,"request_id":"req-3"}"#).await;
-    assert_eq!((r.status, r.json()["order_id"].as_str()), (200, Some(orders[2].as_str())));
+    assert_eq!(
+        c.admin_post("/v1/admin/sales/r/resume", "").await.status,
+        200
+    );
+    let r = c
+        .post(
+            "/v1/sales/r/purchase",
+            r#"{"user_id":3,"qty":2,"request_id":"req-3"}"#,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["order_id"].as_str()),
+        (200, Some(orders[2].as_str()))
+    );
     // New order ids continue past the recovered ones.
-    let r = c.post("/v1/sales/r/purchase", r#"{"user_id":9,"qty":1}"#).await;
+    let r = c
+        .post("/v1/sales/r/purchase", r#"{"user_id":9,"qty":1}"#)
+        .await;
     assert_eq!(r.status, 201);
     assert!(!orders.contains(&r.json()["order_id"].as_str().unwrap().to_string()));
     drop(c);
@@ -62,7 +117,11 @@ async fn restart_recovers_state_after_sigterm() {
         .arg(&wal_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "verify: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_flashsale"))
         .args(["wal", "dump", "--dir"])
         .arg(&wal_dir)
@@ -110,7 +169,12 @@ fn wal_verify_exits_1_on_corruption() {
         .arg(&wal_dir)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -125,7 +189,10 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (code, err) = run("[server]\nlisten_addr = \"x\"\n", &[]);
     assert_ne!(code, Some(0));

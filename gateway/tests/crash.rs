@@ -50,6 +50,8 @@ struct Known {
     state: State,
     /// A pay or cancel was sent but not answered: either state is fine.
     pending: Option<State>,
+    /// The purchase body, when it carried a request id: a retry must replay.
+    body: Option<String>,
 }
 
 #[derive(Default)]
@@ -59,6 +61,9 @@ struct Facts {
     /// Orders idle in `reserved`, free for a worker to pay or cancel.
     idle: Vec<u64>,
     acks: u64,
+    /// Purchases with a request id that were sent but never answered.
+    uncertain: Vec<(u64, u64, String)>,
+    replays_checked: u64,
 }
 
 fn seed() -> u64 {
@@ -73,18 +78,27 @@ fn seed() -> u64 {
 
 async fn worker(addr: std::net::SocketAddr, facts: Arc<Mutex<Facts>>, seed: u64, tag: String) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let Ok(mut c) = Conn::connect(addr).await else { return };
+    let Ok(mut c) = Conn::connect(addr).await else {
+        return;
+    };
     for i in 0u64.. {
         let roll: f64 = rng.gen();
         if roll < 0.7 {
             let user = rng.gen_range(1..=USERS);
             let qty = rng.gen_range(1..=2u64);
-            let body = if rng.gen_bool(0.3) {
+            let with_id = rng.gen_bool(0.3);
+            let body = if with_id {
                 format!(r#"{{"user_id":{user},"qty":{qty},"request_id":"{tag}-{i}"}}"#)
             } else {
                 format!(r#"{{"user_id":{user},"qty":{qty}}}"#)
             };
-            let Ok(r) = c.send(Method::POST, "/v1/sales/crash/purchase", Some(&body), None).await else {
+            let sent = c
+                .send(Method::POST, "/v1/sales/crash/purchase", Some(&body), None)
+                .await;
+            let Ok(r) = sent else {
+                if with_id {
+                    facts.lock().unwrap().uncertain.push((user, qty, body));
+                }
                 return;
             };
             if r.status == 201 || r.status == 200 {
@@ -92,7 +106,15 @@ async fn worker(addr: std::net::SocketAddr, facts: Arc<Mutex<Facts>>, seed: u64,
                 let mut f = facts.lock().unwrap();
                 f.acks += 1;
                 if r.status == 201 {
-                    let prev = f.orders.insert(id, Known { user, qty, state: State::Reserved, pending: None });
+                    let body = with_id.then_some(body);
+                    let known = Known {
+                        user,
+                        qty,
+                        state: State::Reserved,
+                        pending: None,
+                        body,
+                    };
+                    let prev = f.orders.insert(id, known);
                     assert!(prev.is_none(), "order {id} acknowledged twice as new");
                     f.idle.push(id);
                 }
@@ -114,10 +136,21 @@ async fn worker(addr: std::net::SocketAddr, facts: Arc<Mutex<Facts>>, seed: u64,
             };
             let Some((id, user)) = picked else { continue };
             let r = if pay {
-                c.send(Method::POST, &format!("/v1/orders/{id}/pay"), Some(""), Some(common::TOKEN)).await
+                c.send(
+                    Method::POST,
+                    &format!("/v1/orders/{id}/pay"),
+                    Some(""),
+                    Some(common::TOKEN),
+                )
+                .await
             } else {
-                c.send(Method::POST, &format!("/v1/orders/{id}/cancel"), Some(&format!(r#"{{"user_id":{user}}}"#)), None)
-                    .await
+                c.send(
+                    Method::POST,
+                    &format!("/v1/orders/{id}/cancel"),
+                    Some(&format!(r#"{{"user_id":{user}}}"#)),
+                    None,
+                )
+                .await
             };
             let Ok(r) = r else { return };
             let mut f = facts.lock().unwrap();
@@ -156,13 +189,28 @@ async fn verify(c: &mut Conn, facts: &mut Facts, seed: u64, cycle: u32) {
     facts.idle.clear();
     for (id, k) in facts.orders.iter_mut() {
         let r = c.admin_get(&format!("/v1/orders/{id}")).await;
-        assert_eq!(r.status, 200, "seed {seed} cycle {cycle}: acknowledged order {id} lost");
+        assert_eq!(
+            r.status, 200,
+            "seed {seed} cycle {cycle}: acknowledged order {id} lost"
+        );
         let v = r.json();
-        assert_eq!(v["user_id"].as_u64(), Some(k.user), "seed {seed}: order {id} user");
-        assert_eq!(v["qty"].as_u64(), Some(k.qty), "seed {seed}: order {id} qty");
+        assert_eq!(
+            v["user_id"].as_u64(),
+            Some(k.user),
+            "seed {seed}: order {id} user"
+        );
+        assert_eq!(
+            v["qty"].as_u64(),
+            Some(k.qty),
+            "seed {seed}: order {id} qty"
+        );
         let got = v["state"].as_str().unwrap();
         let ok = got == k.state.as_str() || k.pending.is_some_and(|p| p.as_str() == got);
-        assert!(ok, "seed {seed} cycle {cycle}: order {id} is {got}, expected {:?}", k);
+        assert!(
+            ok,
+            "seed {seed} cycle {cycle}: order {id} is {got}, expected {:?}",
+            k
+        );
         k.state = match got {
             "reserved" => State::Reserved,
             "paid" => State::Paid,
@@ -181,8 +229,54 @@ async fn verify(c: &mut Conn, facts: &mut Facts, seed: u64, cycle: u32) {
             State::Cancelled => {}
         }
     }
-    assert!(held <= n("reserved") + n("paid"), "seed {seed} cycle {cycle}: acknowledged units not held");
-    assert!(paid <= n("paid"), "seed {seed} cycle {cycle}: acknowledged payments not counted");
+    assert!(
+        held <= n("reserved") + n("paid"),
+        "seed {seed} cycle {cycle}: acknowledged units not held"
+    );
+    assert!(
+        paid <= n("paid"),
+        "seed {seed} cycle {cycle}: acknowledged payments not counted"
+    );
+
+    // Idempotency survives the crash: a retried request id replays its order.
+    let with_body: Vec<(u64, String)> = facts
+        .orders
+        .iter()
+        .rev()
+        .filter_map(|(id, k)| k.body.clone().map(|b| (*id, b)))
+        .take(20)
+        .collect();
+    for (id, body) in with_body {
+        let r = c.post(&format!("/v1/sales/{SKU}/purchase"), &body).await;
+        assert_eq!(
+            r.status, 200,
+            "seed {seed} cycle {cycle}: replay of order {id}: {:?}",
+            r.body
+        );
+        assert_eq!(r.json()["order_id"].as_str(), Some(id.to_string().as_str()));
+        facts.replays_checked += 1;
+    }
+    // A purchase whose answer was lost: the retry either replays the durable
+    // admission (200) or decides it afresh; never a second order for one id.
+    for (user, qty, body) in std::mem::take(&mut facts.uncertain) {
+        let r = c.post(&format!("/v1/sales/{SKU}/purchase"), &body).await;
+        if r.status == 200 || r.status == 201 {
+            let id: u64 = r.json()["order_id"].as_str().unwrap().parse().unwrap();
+            let known = Known {
+                user,
+                qty,
+                state: State::Reserved,
+                pending: None,
+                body: Some(body),
+            };
+            assert!(
+                facts.orders.insert(id, known).is_none(),
+                "seed {seed}: order {id} twice"
+            );
+            facts.idle.push(id);
+            facts.acks += 1;
+        }
+    }
 }
 
 /// Scans every order id of the sale (ordinal 0, so ids are the sequence) and
@@ -207,8 +301,16 @@ async fn scan_all(c: &mut Conn, max_known: u64, seed: u64) {
         }
         id += 1;
     }
-    assert_eq!(reserved, sale["reserved"].as_u64().unwrap(), "seed {seed}: reserved units vs orders");
-    assert_eq!(paid, sale["paid"].as_u64().unwrap(), "seed {seed}: paid units vs orders");
+    assert_eq!(
+        reserved,
+        sale["reserved"].as_u64().unwrap(),
+        "seed {seed}: reserved units vs orders"
+    );
+    assert_eq!(
+        paid,
+        sale["paid"].as_u64().unwrap(),
+        "seed {seed}: paid units vs orders"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +327,10 @@ async fn kill_9_never_loses_an_acknowledged_order() {
     // Small segments and frequent snapshots so kills also land in roll-overs
     // and snapshot writes.
     let config = write_config(dir.path(), "always");
-    let env = [("FLASHSALE_WAL_SEGMENT_BYTES", "65536"), ("FLASHSALE_WAL_SNAPSHOT_EVERY_RECORDS", "2000")];
+    let env = [
+        ("FLASHSALE_WAL_SEGMENT_BYTES", "65536"),
+        ("FLASHSALE_WAL_SNAPSHOT_EVERY_RECORDS", "2000"),
+    ];
     let facts = Arc::new(Mutex::new(Facts::default()));
 
     for cycle in 0..cycles {
@@ -234,7 +339,9 @@ async fn kill_9_never_loses_an_acknowledged_order() {
         let mut c = Conn::connect(p.addr).await.unwrap();
         if cycle == 0 {
             let r = c
-                .create_sale(&format!(r#"{{"sku":"{SKU}","stock":400,"per_user_limit":{LIMIT}}}"#))
+                .create_sale(&format!(
+                    r#"{{"sku":"{SKU}","stock":400,"per_user_limit":{LIMIT}}}"#
+                ))
                 .await;
             assert_eq!(r.status, 201);
             facts.lock().unwrap().stock = 400;
@@ -246,13 +353,23 @@ async fn kill_9_never_loses_an_acknowledged_order() {
         // Top up now and then so the sale sells out and refills.
         if rng.gen_bool(0.5) {
             let add = rng.gen_range(50..300u64);
-            let r = c.admin_post(&format!("/v1/admin/sales/{SKU}/stock"), &format!(r#"{{"add":{add}}}"#)).await;
+            let r = c
+                .admin_post(
+                    &format!("/v1/admin/sales/{SKU}/stock"),
+                    &format!(r#"{{"add":{add}}}"#),
+                )
+                .await;
             assert_eq!(r.status, 200, "{:?}", r.body);
             facts.lock().unwrap().stock += add;
         }
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
-                tokio::spawn(worker(p.addr, facts.clone(), rng.gen(), format!("c{cycle}w{w}")))
+                tokio::spawn(worker(
+                    p.addr,
+                    facts.clone(),
+                    rng.gen(),
+                    format!("c{cycle}w{w}"),
+                ))
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(20..300))).await;
@@ -274,9 +391,10 @@ async fn kill_9_never_loses_an_acknowledged_order() {
     let max_known = f.orders.keys().next_back().copied().unwrap_or(0);
     scan_all(&mut c, max_known, seed).await;
     println!(
-        "crash test: {cycles} kill -9 cycles, {} acknowledgements, {} orders checked",
+        "crash test: {cycles} kill -9 cycles, {} acknowledgements, {} orders checked, {} replays",
         f.acks,
-        f.orders.len()
+        f.orders.len(),
+        f.replays_checked
     );
     drop(c);
     assert_eq!(p.terminate(), 0);

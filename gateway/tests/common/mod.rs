@@ -42,10 +42,20 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> TestServer {
+        Self::start_on(dir, config, Arc::new(persistence::FsStorage)).await
+    }
+
+    /// On a given storage backend (fault injection).
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        config: Config,
+        storage: Arc<dyn persistence::Storage>,
+    ) -> TestServer {
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Shared::new(config.clone());
-        let (engine, wal, _) = gateway::wal::open(config.wal.clone(), config.engine).unwrap();
+        let (engine, wal, _) =
+            persistence::open_with_storage(config.wal.clone(), config.engine, storage).unwrap();
         shared.install(engine, wal);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gateway::run(listener, shared.clone(), async {
@@ -143,7 +153,11 @@ impl Conn {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
@@ -151,15 +165,21 @@ impl Conn {
     }
 
     pub async fn post(&mut self, path: &str, body: &str) -> Reply {
-        self.send(Method::POST, path, Some(body), None).await.unwrap()
+        self.send(Method::POST, path, Some(body), None)
+            .await
+            .unwrap()
     }
 
     pub async fn admin_get(&mut self, path: &str) -> Reply {
-        self.send(Method::GET, path, None, Some(TOKEN)).await.unwrap()
+        self.send(Method::GET, path, None, Some(TOKEN))
+            .await
+            .unwrap()
     }
 
     pub async fn admin_post(&mut self, path: &str, body: &str) -> Reply {
-        self.send(Method::POST, path, Some(body), Some(TOKEN)).await.unwrap()
+        self.send(Method::POST, path, Some(body), Some(TOKEN))
+            .await
+            .unwrap()
     }
 
     pub async fn create_sale(&mut self, body: &str) -> Reply {
@@ -238,7 +258,11 @@ impl Proc {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on ") {
-                    let addr = line[i + 13..].split_whitespace().next().unwrap_or("").to_string();
+                    let addr = line[i + 13..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -252,7 +276,10 @@ impl Proc {
             Ok(a) => a.parse().unwrap(),
             Err(_) => {
                 let _ = child.kill();
-                panic!("flashsale did not report its address; log:\n{}", log.lock().unwrap());
+                panic!(
+                    "flashsale did not report its address; log:\n{}",
+                    log.lock().unwrap()
+                );
             }
         };
         Proc { child, addr, log }
