@@ -80,6 +80,7 @@ struct RawWal {
     segment_bytes: Option<u64>,
     snapshot_every_records: Option<u64>,
     queue_capacity: Option<u64>,
+    group_commit_delay_us: Option<u64>,
 }
 
 /// Largest request body a config may allow; bodies are small JSON objects.
@@ -182,6 +183,7 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         ("wal", "segment_bytes") => raw.wal.segment_bytes = num()?,
         ("wal", "snapshot_every_records") => raw.wal.snapshot_every_records = num()?,
         ("wal", "queue_capacity") => raw.wal.queue_capacity = num()?,
+        ("wal", "group_commit_delay_us") => raw.wal.group_commit_delay_us = num()?,
         _ => return Err(ConfigError::UnknownKey(name.to_string())),
     }
     Ok(())
@@ -289,6 +291,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(v) = w.queue_capacity {
         wal.queue_capacity = range("wal.queue_capacity", v, 16, 1 << 24)? as u32;
     }
+    if let Some(v) = w.group_commit_delay_us {
+        wal.group_commit_delay_us = range("wal.group_commit_delay_us", v, 0, 100_000)?;
+    }
     Ok(Config {
         server,
         engine,
@@ -309,7 +314,8 @@ impl fmt::Display for Config {
              server.header_read_timeout_ms={} server.max_body_bytes={} engine.shards={} \
              rate_limit.global_rps={} rate_limit.global_burst={} rate_limit.per_client_rps={} \
              rate_limit.per_client_burst={} wal.dir={} wal.fsync={} wal.fsync_interval_ms={} \
-             wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={}",
+             wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={} \
+             wal.group_commit_delay_us={}",
             s.listen,
             s.max_connections,
             s.header_read_timeout.as_millis(),
@@ -325,6 +331,7 @@ impl fmt::Display for Config {
             w.segment_bytes,
             w.snapshot_every_records,
             w.queue_capacity,
+            w.group_commit_delay_us,
         )
     }
 }

@@ -28,6 +28,10 @@ use crate::format::{self, FileKind, HEADER_BYTES};
 use crate::stats::{Histogram, WalStats, BATCH_BOUNDS, FSYNC_BOUNDS_US};
 use crate::storage::{Storage, StorageFile};
 
+/// How often the writer looks at the queue in `interval` and `never` modes,
+/// where producers do not wake it for each event.
+const IDLE_POLL: Duration = Duration::from_millis(1);
+
 /// Position of one event in the log (its LSN). Tickets start at 1 and never
 /// repeat, across restarts too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -112,7 +116,14 @@ impl Shared {
             unreachable!("a reserved slot is always free");
         }
         fence(Ordering::SeqCst);
-        if self.writer_sleeping.load(Ordering::Relaxed)
+        // Only `always` acknowledges after the sync, so only there does a
+        // sleeping writer cost latency. In the other modes the writer polls
+        // (see `IDLE_POLL`) and is woken early only when the queue half
+        // fills: waking it on every event cost a context switch per event.
+        let urgent = self.config.fsync == FsyncMode::Always
+            || prev >= u64::from(self.config.queue_capacity) / 2;
+        if urgent
+            && self.writer_sleeping.load(Ordering::Relaxed)
             && self.writer_sleeping.swap(false, Ordering::AcqRel)
         {
             if let Some(t) = self.writer_thread.get() {
@@ -428,10 +439,17 @@ impl Writer {
     fn run_inner(&mut self) -> IoResult<()> {
         let mode = self.shared.config.fsync;
         let interval = Duration::from_millis(self.shared.config.fsync_interval_ms.max(1));
+        let commit_delay = Duration::from_micros(self.shared.config.group_commit_delay_us);
         loop {
             let closing = self.shared.reserved.load(Ordering::Acquire) & CLOSED != 0;
             self.collect();
-            let written = self.write_ready()?;
+            let mut written = self.write_ready()?;
+            if written > 1 && mode == FsyncMode::Always && !commit_delay.is_zero() {
+                // Under load: let the batch grow before paying for the sync.
+                std::thread::sleep(commit_delay);
+                self.collect();
+                written += self.write_ready()?;
+            }
             if written > 0 {
                 match mode {
                     FsyncMode::Always => self.sync_current()?,
@@ -468,8 +486,10 @@ impl Writer {
             }
             let timeout = if mode == FsyncMode::Interval && self.synced < self.next_write - 1 {
                 interval.saturating_sub(self.last_sync.elapsed())
-            } else {
+            } else if mode == FsyncMode::Always {
                 Duration::from_millis(100)
+            } else {
+                IDLE_POLL
             };
             self.shared.writer_sleeping.store(true, Ordering::Release);
             fence(Ordering::SeqCst);
