@@ -440,15 +440,23 @@ impl Writer {
         let mode = self.shared.config.fsync;
         let interval = Duration::from_millis(self.shared.config.fsync_interval_ms.max(1));
         let commit_delay = Duration::from_micros(self.shared.config.group_commit_delay_us);
+        let mut last_batch = 0u64;
         loop {
             let closing = self.shared.reserved.load(Ordering::Acquire) & CLOSED != 0;
             self.collect();
             let mut written = self.write_ready()?;
-            if written > 1 && mode == FsyncMode::Always && !commit_delay.is_zero() {
-                // Under load: let the batch grow before paying for the sync.
+            // Under load (this batch or the last one held more than one
+            // record) let the batch grow before paying for the sync. The
+            // batch right after a sync is often small even under load: the
+            // woken clients have not sent their next requests yet.
+            let loaded = written > 1 || last_batch > 1;
+            if written > 0 && loaded && mode == FsyncMode::Always && !commit_delay.is_zero() {
                 std::thread::sleep(commit_delay);
                 self.collect();
                 written += self.write_ready()?;
+            }
+            if written > 0 {
+                last_batch = written;
             }
             if written > 0 {
                 match mode {
