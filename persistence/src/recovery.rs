@@ -184,6 +184,14 @@ pub(crate) struct Recovered {
     pub tail: Option<Tail>,
 }
 
+/// Records decoded per chunk handed from the decoding thread to the applier.
+const DECODE_CHUNK_RECORDS: usize = 4096;
+/// Chunks the decoder may run ahead of the applier (bounds memory).
+const DECODE_CHUNKS_AHEAD: usize = 4;
+
+/// A chunk of decoded records: (index in the segment, byte offset, event).
+type DecodedChunk = Result<Vec<(usize, u64, engine::Event)>, WalError>;
+
 pub(crate) fn path_of(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
@@ -308,22 +316,51 @@ pub(crate) fn replay(
             ));
         }
         report.segments += 1;
-        for (k, range) in scan.records.iter().enumerate() {
-            let lsn = seg + k as u64;
-            let offset = (range.start - FRAME_HEADER_BYTES) as u64;
-            let event = format::decode_payload(&bytes[range.clone()], &mut scratch)
-                .map_err(|r| WalError::corrupted(&path, offset, r))?;
-            if lsn < next {
-                continue;
+        // Decoding (rkyv validation) and applying take similar time, so a
+        // second thread decodes chunks of records while this one applies
+        // them: recovery runs at the speed of the slower of the two.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedChunk>(DECODE_CHUNKS_AHEAD);
+        let records = &scan.records;
+        let bytes_ref = &bytes;
+        let path_ref = &path;
+        std::thread::scope(|scope| -> Result<(), WalError> {
+            scope.spawn(move || {
+                let mut scratch = AlignedVec::<16>::new();
+                for (c, chunk) in records.chunks(DECODE_CHUNK_RECORDS).enumerate() {
+                    let mut decoded = Vec::with_capacity(chunk.len());
+                    for (k, range) in chunk.iter().enumerate() {
+                        let index = c * DECODE_CHUNK_RECORDS + k;
+                        let offset = (range.start - FRAME_HEADER_BYTES) as u64;
+                        match format::decode_payload(&bytes_ref[range.clone()], &mut scratch) {
+                            Ok(event) => decoded.push((index, offset, event)),
+                            Err(r) => {
+                                let _ = tx.send(Err(WalError::corrupted(path_ref, offset, r)));
+                                return;
+                            }
+                        }
+                    }
+                    if tx.send(Ok(decoded)).is_err() {
+                        return; // the applier stopped on an error
+                    }
+                }
+            });
+            for chunk in rx {
+                for (index, offset, event) in chunk? {
+                    let lsn = seg + index as u64;
+                    if lsn < next {
+                        continue;
+                    }
+                    engine.apply(&event).map_err(|source| WalError::Replay {
+                        segment: path.clone(),
+                        offset,
+                        source,
+                    })?;
+                    next = lsn + 1;
+                    report.replayed_records += 1;
+                }
             }
-            engine.apply(&event).map_err(|source| WalError::Replay {
-                segment: path.clone(),
-                offset,
-                source,
-            })?;
-            next = lsn + 1;
-            report.replayed_records += 1;
-        }
+            Ok(())
+        })?;
         if is_last {
             if scan.torn_bytes > 0 {
                 report.truncated_bytes += scan.torn_bytes;

@@ -142,6 +142,10 @@ struct SimFaults {
     space_bytes: AtomicU64,
     /// While set, appends wait (tests fill the queue behind a stuck writer).
     hold_writes: std::sync::atomic::AtomicBool,
+    /// Bumped by `power_loss`: files opened before it belong to the process
+    /// that died, and their later appends and syncs fail instead of landing
+    /// in the files the next process recovers from.
+    epoch: AtomicU64,
 }
 
 /// An in-memory file system with fault injection and power loss.
@@ -173,6 +177,7 @@ impl SimStorage {
                 syncs_ok: AtomicU64::new(u64::MAX),
                 space_bytes: AtomicU64::new(u64::MAX),
                 hold_writes: std::sync::atomic::AtomicBool::new(false),
+                epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -209,6 +214,7 @@ impl SimStorage {
     /// what was written after (0 = drop all, a partial count = torn write).
     pub fn power_loss(&self, mut keep: impl FnMut(&Path, usize) -> usize) {
         let mut names = self.names.lock();
+        self.faults.epoch.fetch_add(1, Ordering::SeqCst);
         let durable = names.durable.clone();
         for (path, handle) in &durable {
             let mut file = handle.lock();
@@ -264,6 +270,19 @@ impl SimStorage {
 struct SimWriter {
     file: SimHandle,
     storage: SimStorage,
+    /// `SimFaults::epoch` when opened.
+    epoch: u64,
+}
+
+impl SimWriter {
+    fn check_alive(&self) -> io::Result<()> {
+        if self.storage.faults.epoch.load(Ordering::SeqCst) != self.epoch {
+            return Err(io::Error::other(
+                "the process that opened this file lost power",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl StorageFile for SimWriter {
@@ -272,6 +291,7 @@ impl StorageFile for SimWriter {
         while faults.hold_writes.load(Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+        self.check_alive()?;
         let left = faults.writes_ok.load(Ordering::SeqCst);
         if left == 0 {
             return Err(io::Error::other("injected write failure"));
@@ -292,6 +312,10 @@ impl StorageFile for SimWriter {
             }
             return Ok(());
         }
+        // Checked again under the file's lock, which `power_loss` also takes
+        // (through the names' lock first): an append either lands before the
+        // power goes or not at all.
+        self.check_alive()?;
         file.data.extend_from_slice(buf);
         Ok(())
     }
@@ -299,6 +323,7 @@ impl StorageFile for SimWriter {
     fn sync(&mut self) -> io::Result<()> {
         self.storage.check_sync()?;
         let mut file = self.file.lock();
+        self.check_alive()?;
         file.synced = file.data.len();
         Ok(())
     }
@@ -338,12 +363,14 @@ impl Storage for SimStorage {
         Ok(Box::new(SimWriter {
             file,
             storage: self.clone(),
+            epoch: self.faults.epoch.load(Ordering::SeqCst),
         }))
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         Ok(Box::new(SimWriter {
             file: self.handle(path)?,
             storage: self.clone(),
+            epoch: self.faults.epoch.load(Ordering::SeqCst),
         }))
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
