@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::event::{Event, EventSink};
 use crate::gate;
 use crate::orders::{Order, OrderTable};
+use crate::state::{OrderRecord, SaleState};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::types::*;
 
@@ -991,38 +992,14 @@ impl Engine {
     }
 }
 
-/// Read-only access to a sale's fields for `state.rs`.
-pub(crate) struct SaleParts {
-    pub ordinal: u32,
-    pub sku: Arc<str>,
-    pub per_user_limit: u32,
-    pub starts_at_ms: Option<u64>,
-    pub ends_at_ms: Option<u64>,
-    pub reservation_ttl_ms: u64,
-    pub total: u64,
-    pub remaining: u64,
-    pub paid: u64,
-    pub next_seq: u64,
-    pub status: u8,
-}
-
-/// Read-only access to one order for `state.rs`.
-pub(crate) struct OrderParts {
-    pub order_id: u64,
-    pub user_id: u64,
-    pub qty: u32,
-    pub state: OrderState,
-    pub created_at_ms: u64,
-    pub expires_at_ms: u64,
-}
-
 impl Engine {
-    pub(crate) fn sale_parts(&self) -> Vec<SaleParts> {
+    /// Every sale's full state, in ordinal order (for `state.rs`).
+    pub(crate) fn sale_states(&self) -> Vec<SaleState> {
         self.sales_by_ordinal()
             .iter()
-            .map(|s| SaleParts {
+            .map(|s| SaleState {
                 ordinal: s.ordinal,
-                sku: s.sku.clone(),
+                sku: s.sku.to_string(),
                 per_user_limit: s.per_user_limit,
                 starts_at_ms: s.starts_at_ms,
                 ends_at_ms: s.ends_at_ms,
@@ -1031,19 +1008,20 @@ impl Engine {
                 remaining: s.remaining.load(Ordering::Acquire),
                 paid: s.paid.load(Ordering::Acquire),
                 next_seq: s.next_seq.load(Ordering::Acquire),
-                status: s.status.load(StdOrdering::Acquire),
+                status: status_name(s.status.load(StdOrdering::Acquire)),
             })
             .collect()
     }
 
-    pub(crate) fn order_parts(&self) -> Vec<OrderParts> {
+    /// Every order, sorted by id (for `state.rs`).
+    pub(crate) fn order_records(&self) -> Vec<OrderRecord> {
         let mut out = Vec::new();
         for sale in self.sales_by_ordinal().iter() {
             for seq in 0..sale.next_seq.load(Ordering::Acquire) {
                 let Some(o) = sale.orders.get(seq) else {
                     continue;
                 };
-                out.push(OrderParts {
+                out.push(OrderRecord {
                     order_id: OrderId::new(sale.ordinal, seq).0,
                     user_id: o.user_id,
                     qty: o.qty,
@@ -1084,13 +1062,10 @@ impl Engine {
     }
 }
 
-pub(crate) const fn status_name(status: u8) -> &'static str {
+const fn status_name(status: u8) -> &'static str {
     match status {
         STATUS_OPEN => "open",
         STATUS_PAUSED => "paused",
         _ => "ended",
     }
 }
-
-pub(crate) const STATUS_PAUSED_PUB: u8 = STATUS_PAUSED;
-pub(crate) const STATUS_ENDED_PUB: u8 = STATUS_ENDED;

@@ -1,7 +1,7 @@
 //! A plain, sorted picture of the engine's state, and the compact event stream
 //! that rebuilds it (what a snapshot stores).
 
-use crate::engine::{status_name, Engine, STATUS_ENDED_PUB, STATUS_PAUSED_PUB};
+use crate::engine::Engine;
 use crate::event::{Event, EventSink, SinkError};
 use crate::types::OrderState;
 use std::collections::HashMap;
@@ -47,35 +47,8 @@ pub struct EngineState {
 
 pub(crate) fn capture(engine: &Engine) -> EngineState {
     EngineState {
-        sales: engine
-            .sale_parts()
-            .into_iter()
-            .map(|s| SaleState {
-                ordinal: s.ordinal,
-                sku: s.sku.to_string(),
-                per_user_limit: s.per_user_limit,
-                starts_at_ms: s.starts_at_ms,
-                ends_at_ms: s.ends_at_ms,
-                reservation_ttl_ms: s.reservation_ttl_ms,
-                total: s.total,
-                remaining: s.remaining,
-                paid: s.paid,
-                next_seq: s.next_seq,
-                status: status_name(s.status),
-            })
-            .collect(),
-        orders: engine
-            .order_parts()
-            .into_iter()
-            .map(|o| OrderRecord {
-                order_id: o.order_id,
-                user_id: o.user_id,
-                qty: o.qty,
-                state: o.state,
-                created_at_ms: o.created_at_ms,
-                expires_at_ms: o.expires_at_ms,
-            })
-            .collect(),
+        sales: engine.sale_states(),
+        orders: engine.order_records(),
         holdings: engine.holding_parts(),
         idempotency: engine.idempotency_parts(),
     }
@@ -90,11 +63,11 @@ pub(crate) fn capture(engine: &Engine) -> EngineState {
 /// logged order are reissued after a restart; nobody ever saw them.
 pub(crate) fn export(engine: &Engine, mut sink: impl EventSink) -> Result<u64, SinkError> {
     let mut count = 0u64;
-    let sales = engine.sale_parts();
+    let sales = engine.sale_states();
     for s in &sales {
         sink.emit(&Event::SaleCreated {
             ordinal: s.ordinal,
-            sku: s.sku.to_string(),
+            sku: s.sku.clone(),
             stock: s.total,
             per_user_limit: s.per_user_limit,
             starts_at_ms: s.starts_at_ms,
@@ -107,7 +80,7 @@ pub(crate) fn export(engine: &Engine, mut sink: impl EventSink) -> Result<u64, S
     for ((_user, request_id), order_id) in engine.idempotency_parts() {
         request_ids.insert(order_id, request_id);
     }
-    let orders = engine.order_parts();
+    let orders = engine.order_records();
     let released = orders.iter().filter(|o| !o.state.holds_units());
     let holding = orders.iter().filter(|o| o.state.holds_units());
     for o in released.chain(holding) {
@@ -145,8 +118,8 @@ pub(crate) fn export(engine: &Engine, mut sink: impl EventSink) -> Result<u64, S
     // Status last: admissions above were replayed into an open sale.
     for s in &sales {
         let event = match s.status {
-            STATUS_PAUSED_PUB => Event::Paused { ordinal: s.ordinal },
-            STATUS_ENDED_PUB => Event::Ended { ordinal: s.ordinal },
+            "paused" => Event::Paused { ordinal: s.ordinal },
+            "ended" => Event::Ended { ordinal: s.ordinal },
             _ => continue,
         };
         sink.emit(&event)?;

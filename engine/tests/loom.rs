@@ -45,6 +45,19 @@ fn stock_gate_respects_quantities() {
     });
 }
 
+/// The engine's admission protocol for one unit with limit 1: quota first,
+/// then stock, rolling the quota back when the stock is gone.
+fn admit(remaining: &AtomicU64, held: &AtomicU32) -> bool {
+    if !try_hold(held, 1, 1) {
+        return false;
+    }
+    if !try_take(remaining, 1) {
+        release(held, 1);
+        return false;
+    }
+    true
+}
+
 /// The admission protocol of one user (quota first, then stock, rolling the
 /// quota back when the stock is gone), run by two of that user's requests at
 /// once with limit 1: at most one admitted, and the quota matches.
@@ -53,16 +66,6 @@ fn per_user_limit_holds_under_races() {
     loom::model(|| {
         let remaining = Arc::new(AtomicU64::new(5));
         let held = Arc::new(AtomicU32::new(0));
-        let admit = |remaining: &AtomicU64, held: &AtomicU32| -> bool {
-            if !try_hold(held, 1, 1) {
-                return false;
-            }
-            if !try_take(remaining, 1) {
-                release(held, 1);
-                return false;
-            }
-            true
-        };
         let (r1, h1) = (remaining.clone(), held.clone());
         let t = thread::spawn(move || admit(&r1, &h1));
         let b = admit(&remaining, &held);
@@ -81,16 +84,6 @@ fn quota_rolls_back_when_sold_out() {
         let remaining = Arc::new(AtomicU64::new(1));
         let held_a = Arc::new(AtomicU32::new(0));
         let held_b = Arc::new(AtomicU32::new(0));
-        let admit = |remaining: &AtomicU64, held: &AtomicU32| -> bool {
-            if !try_hold(held, 1, 1) {
-                return false;
-            }
-            if !try_take(remaining, 1) {
-                release(held, 1);
-                return false;
-            }
-            true
-        };
         let (r1, h1) = (remaining.clone(), held_a.clone());
         let t = thread::spawn(move || admit(&r1, &h1));
         let b = admit(&remaining, &held_b);
