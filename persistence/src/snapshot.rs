@@ -29,6 +29,7 @@ pub(crate) struct Snapshotter {
 
 impl Snapshotter {
     pub(crate) fn run(self, rx: mpsc::Receiver<u64>) {
+        lower_priority();
         for covered in rx {
             match write_snapshot(
                 &*self.shared.storage,
@@ -160,3 +161,22 @@ pub(crate) fn write_snapshot(
     tracing::info!(covered, records, "snapshot written");
     Ok(())
 }
+
+/// A snapshot replays whole segments: seconds of CPU that must not be taken
+/// from the threads answering buyers. On Linux, `setpriority` on thread id 0
+/// changes only the calling thread's nice value. Best effort: a failure (or
+/// another OS) just leaves the priority as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority has no memory-safety preconditions.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICE) };
+        if rc != 0 {
+            tracing::debug!("could not lower the snapshot thread's priority");
+        }
+    }
+}
+
+/// Nice value of the snapshot thread (0 = normal, 19 = lowest).
+#[cfg(target_os = "linux")]
+const SNAPSHOT_NICE: libc::c_int = 10;
