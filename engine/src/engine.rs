@@ -804,6 +804,35 @@ impl Engine {
     /// The stream must be one this engine type emitted (or exported); anything
     /// else is reported as an `ApplyError`, never a panic.
     pub fn apply(&self, event: &Event) -> Result<(), ApplyError> {
+        self.apply_inner(event, true)
+    }
+
+    /// [`Engine::apply`] without the idempotency record of an admission, which
+    /// the caller restores with [`Engine::restore_request_id`], possibly on
+    /// another thread: recovery splits the work of replay over two cores this
+    /// way. Nothing in `apply` reads idempotency records, so the two halves
+    /// commute; the state is complete once both have seen every event.
+    pub fn apply_deferring_request_id(&self, event: &Event) -> Result<(), ApplyError> {
+        self.apply_inner(event, false)
+    }
+
+    /// The idempotency half of applying `Event::Admitted` (see
+    /// [`Engine::apply_deferring_request_id`]); other events have none.
+    pub fn restore_request_id(&self, event: &Event) {
+        if let Event::Admitted {
+            order_id,
+            user_id,
+            request_id: Some(request_id),
+            ..
+        } = *event
+        {
+            self.shard_of_user(user_id)
+                .idempotency
+                .insert((user_id, request_id), order_id);
+        }
+    }
+
+    fn apply_inner(&self, event: &Event, with_request_id: bool) -> Result<(), ApplyError> {
         match *event {
             Event::SaleCreated {
                 ordinal,
@@ -900,10 +929,8 @@ impl Engine {
                 assert!(fresh, "checked vacant above; apply runs on one thread");
                 sale.order_count.fetch_add(1, Ordering::Relaxed);
                 shard.expiry_incoming.push((expires_at_ms, order_id));
-                if let Some(request_id) = request_id {
-                    self.shard_of_user(user_id)
-                        .idempotency
-                        .insert((user_id, request_id), order_id);
+                if with_request_id && request_id.is_some() {
+                    self.restore_request_id(event);
                 }
             }
             Event::Paid {

@@ -317,11 +317,15 @@ pub(crate) fn replay(
         }
         report.segments += 1;
         // Decoding (rkyv validation) and applying take similar time, so a
-        // second thread decodes chunks of records while this one applies
-        // them: recovery runs at the speed of the slower of the two.
+        // second thread decodes chunks of records (and restores their
+        // idempotency records) while this one applies the rest: recovery
+        // runs at the speed of the slower of the two.
         let (tx, rx) = std::sync::mpsc::sync_channel::<DecodedChunk>(DECODE_CHUNKS_AHEAD);
         let records = &scan.records;
         let bytes_ref = &bytes;
+        // Records below `next` were applied from an earlier segment or the
+        // snapshot; the applier skips them, and so must the decoder.
+        let next_at_start = next;
         let path_ref = &path;
         std::thread::scope(|scope| -> Result<(), WalError> {
             scope.spawn(move || {
@@ -332,7 +336,15 @@ pub(crate) fn replay(
                         let index = c * DECODE_CHUNK_RECORDS + k;
                         let offset = (range.start - FRAME_HEADER_BYTES) as u64;
                         match format::decode_payload(&bytes_ref[range.clone()], &mut scratch) {
-                            Ok(event) => decoded.push((index, offset, event)),
+                            Ok(event) => {
+                                // This thread also restores idempotency
+                                // records, the one part of `apply` that
+                                // nothing else in replay touches.
+                                if seg + index as u64 >= next_at_start {
+                                    engine.restore_request_id(&event);
+                                }
+                                decoded.push((index, offset, event));
+                            }
                             Err(r) => {
                                 let _ = tx.send(Err(WalError::corrupted(path_ref, offset, r)));
                                 return;
@@ -350,11 +362,13 @@ pub(crate) fn replay(
                     if lsn < next {
                         continue;
                     }
-                    engine.apply(&event).map_err(|source| WalError::Replay {
-                        segment: path.clone(),
-                        offset,
-                        source,
-                    })?;
+                    engine
+                        .apply_deferring_request_id(&event)
+                        .map_err(|source| WalError::Replay {
+                            segment: path.clone(),
+                            offset,
+                            source,
+                        })?;
                     next = lsn + 1;
                     report.replayed_records += 1;
                 }
