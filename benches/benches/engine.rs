@@ -41,7 +41,7 @@ fn engine_with(shards: u32, skus: &[String], stock: u64) -> Engine {
     let engine = Engine::new(EngineConfig { shards });
     for sku in skus {
         engine
-            .create_sale(spec(sku, stock), DiscardSink)
+            .create_sale(spec(sku, stock), 0, DiscardSink)
             .expect("sale is valid");
     }
     engine

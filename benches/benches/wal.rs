@@ -118,6 +118,7 @@ fn build_log(dir: &std::path::Path) {
                 ends_at_ms: None,
                 reservation_ttl_ms: 600_000,
             },
+            0,
             &mut sink,
         )
         .unwrap();

@@ -57,17 +57,6 @@ type IdBuild = BuildHasherDefault<IdHasher>;
 /// flooding as std's SipHash, several times cheaper on 16-byte keys.
 type KeyedBuild = ahash::RandomState;
 
-/// FNV-1a of the SKU: picks its shard. Deterministic so a given SKU lands on
-/// the same shard on every start with the same shard count.
-fn sku_hash(sku: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in sku.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Engine tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -250,7 +239,9 @@ impl Engine {
     }
 
     fn shard_of_sku(&self, sku: &str) -> u32 {
-        (sku_hash(sku) % self.shards.len() as u64) as u32
+        // Deterministic, so a SKU lands on the same shard on every start
+        // with the same shard count.
+        (fnv1a_64(sku.as_bytes()) % self.shards.len() as u64) as u32
     }
 
     fn shard_of_user(&self, user_id: u64) -> &Shard {
@@ -268,10 +259,11 @@ impl Engine {
         self.by_ordinal.load().get(ordinal as usize).cloned()
     }
 
-    /// Creates a sale.
+    /// Creates a sale; the view returned is the sale as of `now_ms`.
     pub fn create_sale(
         &self,
         spec: SaleSpec,
+        now_ms: u64,
         mut sink: impl EventSink,
     ) -> Result<SaleView, CreateSaleError> {
         validate_sku(&spec.sku).map_err(CreateSaleError::InvalidSku)?;
@@ -308,7 +300,7 @@ impl Engine {
         };
         sink.emit(&event).map_err(CreateSaleError::Unavailable)?;
         let sale = self.install_sale(ordinal, &spec);
-        Ok(sale.view(0))
+        Ok(sale.view(now_ms))
     }
 
     /// Publishes a new sale. Caller holds `create_lock` (or is replaying).

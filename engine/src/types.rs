@@ -45,6 +45,19 @@ impl fmt::Display for OrderId {
     }
 }
 
+/// FNV-1a, 64 bits: a hash that is the same in every build and on every
+/// machine. The engine shards SKUs with it; the gateway turns a client's
+/// `request_id` string into the engine's `u64` key with it, and that key is
+/// in the log, so this function must never change.
+pub fn fnv1a_64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Why a SKU id is not acceptable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -15,7 +15,7 @@ fn spec(sku: &str) -> SaleSpec {
 
 fn engine_with(sku: &str) -> Engine {
     let engine = Engine::new(EngineConfig { shards: 2 });
-    engine.create_sale(spec(sku), DiscardSink).unwrap();
+    engine.create_sale(spec(sku), 0, DiscardSink).unwrap();
     engine
 }
 
@@ -23,7 +23,7 @@ fn engine_with(sku: &str) -> Engine {
 fn create_sale_rejections() {
     let engine = Engine::new(EngineConfig { shards: 2 });
     let check = |spec: SaleSpec, want: CreateSaleError| {
-        assert_eq!(engine.create_sale(spec, DiscardSink), Err(want));
+        assert_eq!(engine.create_sale(spec, 0, DiscardSink), Err(want));
     };
     check(spec(""), CreateSaleError::InvalidSku(SkuError::Empty));
     check(
@@ -84,9 +84,9 @@ fn create_sale_rejections() {
         CreateSaleError::InvalidTtl,
     );
     assert!(engine
-        .create_sale(spec(&"a".repeat(64)), DiscardSink)
+        .create_sale(spec(&"a".repeat(64)), 0, DiscardSink)
         .is_ok());
-    assert!(engine.create_sale(spec("A-z_0.9"), DiscardSink).is_ok());
+    assert!(engine.create_sale(spec("A-z_0.9"), 0, DiscardSink).is_ok());
     check(spec("A-z_0.9"), CreateSaleError::Exists);
 }
 
@@ -109,7 +109,7 @@ fn purchase_rejections() {
     check("nope", 1, Rejection::UnknownSku);
     // Request id reused with another quantity, then another SKU.
     let engine2 = engine_with("s");
-    engine2.create_sale(spec("t"), DiscardSink).unwrap();
+    engine2.create_sale(spec("t"), 0, DiscardSink).unwrap();
     let first = engine2.purchase("s", 9, 1, Some(5), 0, DiscardSink);
     assert!(matches!(first, PurchaseOutcome::Admitted(_)));
     assert_eq!(
@@ -144,6 +144,7 @@ fn sale_window_and_status_rejections() {
                 ends_at_ms: Some(200),
                 ..spec("w")
             },
+            0,
             DiscardSink,
         )
         .unwrap();
@@ -311,6 +312,7 @@ fn pay_after_expiry() {
                 per_user_limit: 1,
                 ..spec("s")
             },
+            0,
             DiscardSink,
         )
         .unwrap();

@@ -337,7 +337,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
                     ends_at_ms: window.map(|w| now + w.1),
                     reservation_ttl_ms: ttl,
                 };
-                let got = engine.create_sale(spec, &mut events).map(|_| ());
+                let got = engine.create_sale(spec, now, &mut events).map(|_| ());
                 let want = model.create(
                     sku,
                     stock,

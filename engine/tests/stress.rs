@@ -34,6 +34,7 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
                 ends_at_ms: None,
                 reservation_ttl_ms: 60_000,
             },
+            0,
             DiscardSink,
         )
         .unwrap();
@@ -163,6 +164,7 @@ fn many_skus_conserve_stock_and_limits() {
                     ends_at_ms: None,
                     reservation_ttl_ms: 10,
                 },
+                0,
                 DiscardSink,
             )
             .unwrap();
@@ -239,6 +241,7 @@ fn concurrent_duplicates_admit_once() {
                 ends_at_ms: None,
                 reservation_ttl_ms: 60_000,
             },
+            0,
             DiscardSink,
         )
         .unwrap();

@@ -26,12 +26,12 @@ use hyper::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::metrics::Route;
 use crate::ratelimit::RetryAfter;
 use crate::server::{unix_ms, Core, Shared};
+use crate::wal::WalSink;
 
 pub type Resp = Response<Full<Bytes>>;
 
@@ -94,6 +94,19 @@ fn rate_limited(shared: &Shared, retry: RetryAfter) -> Resp {
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(retry.secs()));
     resp
+}
+
+/// Waits until what `sink` saw is durable (see `Core::acknowledge`); when the
+/// log has failed, the answer is 503 and the change is not acknowledged.
+async fn acknowledge(shared: &Shared, core: &Core, sink: &WalSink<'_>) -> Result<(), Resp> {
+    core.acknowledge(sink).await.map_err(|err| {
+        shared
+            .metrics
+            .durable_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%err, "change not acknowledged: the log failed");
+        unavailable("the order log is unavailable")
+    })
 }
 
 fn unknown_order() -> Resp {
@@ -347,10 +360,6 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Resp> {
     }
 }
 
-fn parse_owned<T: DeserializeOwned>(body: &[u8]) -> Result<T, Resp> {
-    parse::<T>(body)
-}
-
 // ---------------------------------------------------------------------------
 // Purchase: the hot path
 
@@ -368,15 +377,10 @@ fn one() -> u32 {
     1
 }
 
-/// FNV-1a 64 of the client's request id: the engine's idempotency key. Stable
-/// across builds and restarts because the log stores the hash.
+/// The engine's idempotency key for a client's request id. Stable across
+/// builds and restarts (`engine::fnv1a_64`), because the log stores it.
 pub fn request_id_hash(request_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in request_id.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    engine::fnv1a_64(request_id.as_bytes())
 }
 
 fn check_request_id(id: &str) -> Result<u64, Resp> {
@@ -441,13 +445,8 @@ async fn purchase(shared: &Shared, core: &Core, sku: &str, req: Request<Incoming
             return rejection(r);
         }
     };
-    if let Err(err) = core.acknowledge(&sink).await {
-        shared
-            .metrics
-            .durable_errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::warn!(%err, "admission not acknowledged: the log failed");
-        return unavailable("the order log is unavailable");
+    if let Err(resp) = acknowledge(shared, core, &sink).await {
+        return resp;
     }
     let counter = if status == StatusCode::CREATED {
         &shared.metrics.admissions
@@ -464,19 +463,54 @@ async fn purchase(shared: &Shared, core: &Core, sku: &str, req: Request<Incoming
     json(status, body)
 }
 
+/// A JSON error body fixed at compile time (nothing in it needs escaping).
+macro_rules! static_error_body {
+    ($code:literal, $message:literal) => {
+        concat!("{\"status\":\"", $code, "\",\"error\":\"", $message, "\"}")
+    };
+}
+
+/// The answer to an engine rejection. The common ones, above all `sold_out`
+/// (most responses of a flash sale), are static bytes: no allocation, no
+/// formatting, no escaping on the path that must be cheapest.
 fn rejection(r: Rejection) -> Resp {
-    let (status, message) = match r {
-        Rejection::SoldOut => (StatusCode::CONFLICT, "sold out"),
+    let (status, body) = match r {
+        Rejection::SoldOut => (
+            StatusCode::CONFLICT,
+            static_error_body!("sold_out", "sold out"),
+        ),
         Rejection::LimitExceeded => (
             StatusCode::CONFLICT,
-            "qty: over the per-user limit of this sale",
+            static_error_body!(
+                "limit_exceeded",
+                "qty: over the per-user limit of this sale"
+            ),
         ),
-        Rejection::NotStarted => (StatusCode::CONFLICT, "the sale has not started"),
-        Rejection::Ended => (StatusCode::CONFLICT, "the sale has ended"),
-        Rejection::Paused => (StatusCode::CONFLICT, "the sale is paused"),
+        Rejection::NotStarted => (
+            StatusCode::CONFLICT,
+            static_error_body!("not_started", "the sale has not started"),
+        ),
+        Rejection::Ended => (
+            StatusCode::CONFLICT,
+            static_error_body!("ended", "the sale has ended"),
+        ),
+        Rejection::Paused => (
+            StatusCode::CONFLICT,
+            static_error_body!("paused", "the sale is paused"),
+        ),
         Rejection::InProgress => (
             StatusCode::CONFLICT,
-            "the same request_id is being decided by another request; retry",
+            static_error_body!(
+                "in_progress",
+                "the same request_id is being decided by another request; retry"
+            ),
+        ),
+        Rejection::RequestIdReused => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            static_error_body!(
+                "request_id_reused",
+                "request_id: already used with a different sku or qty"
+            ),
         ),
         Rejection::UnknownSku => return unknown_sku(),
         Rejection::InvalidSku => {
@@ -485,13 +519,12 @@ fn rejection(r: Rejection) -> Resp {
         Rejection::InvalidQuantity => {
             return bad_request(&format!("qty: must be between 1 and {}", engine::QTY_MAX))
         }
-        Rejection::RequestIdReused => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "request_id: already used with a different sku or qty",
-        ),
         Rejection::Unavailable(_) => return unavailable("the order log is full or has failed"),
     };
-    error(status, r.as_str(), message)
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, JSON);
+    resp
 }
 
 // ---------------------------------------------------------------------------
@@ -610,7 +643,7 @@ async fn order_cancel(shared: &Shared, core: &Core, id: &str, req: Request<Incom
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let c: CancelBody = match parse_owned(&body) {
+    let c: CancelBody = match parse(&body) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -643,20 +676,15 @@ async fn order_pay(shared: &Shared, core: &Core, id: &str, req: Request<Incoming
 async fn order_outcome(
     shared: &Shared,
     core: &Core,
-    sink: &crate::server::TrackedSink<'_>,
+    sink: &WalSink<'_>,
     outcome: OrderOutcome,
 ) -> Resp {
     match outcome {
         OrderOutcome::Done { order, .. } => {
             // A repeat (changed == false) acknowledges an earlier change that
             // may not be durable yet: `acknowledge` waits for it too.
-            if let Err(err) = core.acknowledge(sink).await {
-                shared
-                    .metrics
-                    .durable_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%err, "order change not acknowledged: the log failed");
-                return unavailable("the order log is unavailable");
+            if let Err(resp) = acknowledge(shared, core, sink).await {
+                return resp;
             }
             json(StatusCode::OK, order_json(&order))
         }
@@ -730,7 +758,7 @@ async fn admin_create(shared: &Shared, core: &Core, req: Request<Incoming>) -> R
         Ok(b) => b,
         Err(resp) => return resp,
     };
-    let c: CreateBody = match parse_owned(&body) {
+    let c: CreateBody = match parse(&body) {
         Ok(c) => c,
         Err(resp) => return resp,
     };
@@ -743,7 +771,7 @@ async fn admin_create(shared: &Shared, core: &Core, req: Request<Incoming>) -> R
         reservation_ttl_ms: c.reservation_ttl_ms,
     };
     let mut sink = core.sink();
-    let result = core.engine.create_sale(spec, &mut sink);
+    let result = core.engine.create_sale(spec, unix_ms(), &mut sink);
     let sale = match result {
         Ok(sale) => sale,
         Err(e) => {
@@ -768,13 +796,9 @@ async fn admin_create(shared: &Shared, core: &Core, req: Request<Incoming>) -> R
             };
         }
     };
-    if let Err(err) = core.acknowledge(&sink).await {
-        tracing::warn!(%err, "sale creation not acknowledged: the log failed");
-        return unavailable("the order log is unavailable");
+    if let Err(resp) = acknowledge(shared, core, &sink).await {
+        return resp;
     }
-    // The view the engine returns at creation is computed at time 0; answer
-    // with the sale as it stands now.
-    let sale = core.engine.sale(&sale.sku, unix_ms()).unwrap_or(sale);
     json(StatusCode::CREATED, sale_json(&sale))
 }
 
@@ -802,7 +826,7 @@ async fn admin_sale_op(
     let mut sink = core.sink();
     let result = match route {
         Route::AdminStock => {
-            let s: StockBody = match parse_owned(&body) {
+            let s: StockBody = match parse(&body) {
                 Ok(s) => s,
                 Err(resp) => return resp,
             };
@@ -826,9 +850,8 @@ async fn admin_sale_op(
             };
         }
     };
-    if let Err(err) = core.acknowledge(&sink).await {
-        tracing::warn!(%err, "sale change not acknowledged: the log failed");
-        return unavailable("the order log is unavailable");
+    if let Err(resp) = acknowledge(shared, core, &sink).await {
+        return resp;
     }
     json(StatusCode::OK, sale_json(&sale))
 }
@@ -836,6 +859,49 @@ async fn admin_sale_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rejection answers valid JSON whose `status` is the engine's
+    /// machine-readable name for it (the static bodies are typed by hand).
+    #[test]
+    fn rejection_bodies_name_the_rejection() {
+        let all = [
+            Rejection::SoldOut,
+            Rejection::LimitExceeded,
+            Rejection::NotStarted,
+            Rejection::Ended,
+            Rejection::Paused,
+            Rejection::InProgress,
+            Rejection::RequestIdReused,
+            Rejection::UnknownSku,
+            Rejection::InvalidSku,
+            Rejection::InvalidQuantity,
+            Rejection::Unavailable(engine::SinkError::Full),
+        ];
+        for r in all {
+            let resp = rejection(r);
+            let body = resp.body().clone();
+            let bytes = body_bytes(body);
+            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            let want = match r {
+                Rejection::InvalidSku | Rejection::InvalidQuantity => "bad_request",
+                _ => r.as_str(),
+            };
+            assert_eq!(v["status"], want, "{r:?}");
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{r:?}");
+        }
+    }
+
+    /// The bytes of a `Full` body, without a runtime.
+    fn body_bytes(body: Full<Bytes>) -> Bytes {
+        use hyper::body::Body;
+        let mut body = std::pin::pin!(body);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match body.as_mut().poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+            _ => Bytes::new(),
+        }
+    }
 
     #[test]
     fn fnv1a_is_stable() {

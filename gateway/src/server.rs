@@ -13,12 +13,12 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use engine::{Engine, Event, EventSink, SinkError};
+use engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::wal::{Ticket, Wal, WalError, WalSink};
+use crate::wal::{Wal, WalError, WalSink};
 
 /// Largest request head (request line plus headers); beyond it hyper answers 431.
 pub const HEADER_BYTES_MAX: usize = 8 * 1024;
@@ -45,66 +45,33 @@ const EXPIRY_TICK: Duration = Duration::from_millis(100);
 pub struct Core {
     pub engine: Engine,
     pub wal: Wal,
-    /// One past the highest ticket any sink has handed out (0 = none yet).
-    /// An idempotent repeat (a purchase replay, a second pay) acknowledges a
-    /// change some other request made; it waits for this ticket so it never
-    /// acknowledges what is not durable yet. The sink bumps it inside `emit`,
-    /// i.e. before the engine publishes the change the repeat can observe.
-    max_ticket: AtomicU64,
-}
-
-/// A log sink that also records the highest ticket issued.
-pub struct TrackedSink<'a> {
-    inner: WalSink<'a>,
-    max_ticket: &'a AtomicU64,
-}
-
-impl TrackedSink<'_> {
-    pub fn ticket(&self) -> Option<Ticket> {
-        self.inner.ticket()
-    }
-}
-
-impl EventSink for TrackedSink<'_> {
-    #[inline]
-    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
-        self.inner.emit(event)?;
-        if let Some(ticket) = self.inner.ticket() {
-            self.max_ticket.fetch_max(ticket.0 + 1, Ordering::AcqRel);
-        }
-        Ok(())
-    }
 }
 
 impl Core {
     pub fn new(engine: Engine, wal: Wal) -> Core {
-        Core {
-            engine,
-            wal,
-            max_ticket: AtomicU64::new(0),
-        }
+        Core { engine, wal }
     }
 
     #[inline]
-    pub fn sink(&self) -> TrackedSink<'_> {
-        TrackedSink {
-            inner: self.wal.sink(),
-            max_ticket: &self.max_ticket,
-        }
+    pub fn sink(&self) -> WalSink<'_> {
+        self.wal.sink()
     }
 
     /// Waits until everything any sink has accepted so far is durable.
     pub async fn durable_all(&self) -> Result<(), WalError> {
-        match self.max_ticket.load(Ordering::Acquire) {
-            0 => Ok(()),
-            n => self.wal.durable(Ticket(n - 1)).await,
+        match self.wal.last_ticket() {
+            None => Ok(()),
+            Some(ticket) => self.wal.durable(ticket).await,
         }
     }
 
     /// Waits until the sink's own event (if it emitted one) and everything
-    /// before it are durable; for a sink that emitted nothing (an idempotent
-    /// repeat), waits for everything accepted so far.
-    pub async fn acknowledge(&self, sink: &TrackedSink<'_>) -> Result<(), WalError> {
+    /// before it are durable. A sink that emitted nothing (an idempotent
+    /// repeat) acknowledges a change some other request made, which may not
+    /// be durable yet: it waits for everything accepted so far. That covers
+    /// the change, because the log hands out its ticket inside `emit`, before
+    /// the engine publishes the change the repeat observed.
+    pub async fn acknowledge(&self, sink: &WalSink<'_>) -> Result<(), WalError> {
         match sink.ticket() {
             Some(ticket) => self.wal.durable(ticket).await,
             None => self.durable_all().await,

@@ -147,7 +147,7 @@ fn wal_verify_exits_1_on_corruption() {
             ends_at_ms: None,
             reservation_ttl_ms: 1000,
         };
-        engine.create_sale(spec, wal.sink()).unwrap();
+        engine.create_sale(spec, 0, wal.sink()).unwrap();
         for user in 0..50 {
             let _ = engine.purchase("v", user, 1, None, 1, wal.sink());
         }

@@ -633,6 +633,15 @@ impl Wal {
         !self.shared().failed.load(Ordering::Acquire)
     }
 
+    /// The ticket most recently handed out by any sink (`None` if none ever
+    /// was). Waiting for it covers every event accepted so far: what an
+    /// idempotent repeat, which emits nothing itself, must wait for before
+    /// it acknowledges a change another request made.
+    pub fn last_ticket(&self) -> Option<Ticket> {
+        let next = self.shared().next_lsn.load(Ordering::Acquire);
+        (next > 1).then(|| Ticket(next - 1))
+    }
+
     pub fn fsync_mode(&self) -> FsyncMode {
         self.shared().config.fsync
     }

@@ -93,7 +93,7 @@ fn recovery_equals_live_state_in_every_mode() {
         assert_eq!(again.state(), engine.state(), "{mode}");
         // The writer continues where the log ended.
         let mut sink = wal.sink();
-        again.create_sale(new_sale("after"), &mut sink).unwrap();
+        again.create_sale(new_sale("after"), 0, &mut sink).unwrap();
         assert_eq!(sink.ticket(), Some(Ticket(log.len() as u64 + 1)));
         wal.wait_durable(sink.ticket().unwrap()).unwrap();
         drop(wal);
@@ -128,7 +128,7 @@ fn torn_tail_cut_at_every_byte_of_the_last_record() {
         assert_eq!(engine.state(), expected, "cut at {cut}");
         // The writer continues after the cut and the result recovers.
         let mut sink = wal.sink();
-        engine.create_sale(new_sale("after"), &mut sink).unwrap();
+        engine.create_sale(new_sale("after"), 0, &mut sink).unwrap();
         assert_eq!(sink.ticket(), Some(Ticket(n as u64)));
         wal.shutdown().unwrap();
         let (again, wal, _) = open_sim(&sim2, config(&dir));
@@ -368,7 +368,7 @@ fn emit_after_shutdown_is_refused() {
     wal.shutdown().unwrap();
     let mut sink = wal.sink();
     assert!(matches!(
-        engine.create_sale(new_sale("x"), &mut sink),
+        engine.create_sale(new_sale("x"), 0, &mut sink),
         Err(engine::CreateSaleError::Unavailable(SinkError::Failed))
     ));
 }
@@ -520,6 +520,7 @@ fn concurrent_producers_log_in_emit_order() {
                 ends_at_ms: None,
                 reservation_ttl_ms: 5,
             },
+            0,
             &mut sink,
         )
         .unwrap();
@@ -577,4 +578,36 @@ fn interval_mode_syncs_in_the_background() {
     assert_eq!(wal.fsync_mode(), FsyncMode::Interval);
     wal.shutdown().unwrap();
     let _ = open_with_storage;
+}
+
+/// `last_ticket` is the newest ticket any sink took, across restarts too: an
+/// idempotent repeat waits for it.
+#[test]
+fn last_ticket_follows_every_sink() {
+    let sim = SimStorage::new();
+    let dir = sim_dir();
+    let (engine, wal, _) = open_sim(&sim, config(&dir));
+    assert_eq!(
+        wal.last_ticket(),
+        None,
+        "a fresh log has handed out nothing"
+    );
+    let mut a = wal.sink();
+    engine.create_sale(new_sale("a"), 0, &mut a).unwrap();
+    assert_eq!(wal.last_ticket(), a.ticket());
+    let mut b = wal.sink();
+    engine.create_sale(new_sale("b"), 0, &mut b).unwrap();
+    assert_eq!(wal.last_ticket(), b.ticket());
+    assert!(b.ticket() > a.ticket());
+    // A refused event takes no ticket.
+    assert!(engine.create_sale(new_sale("b"), 0, wal.sink()).is_err());
+    assert_eq!(wal.last_ticket(), b.ticket());
+    wal.shutdown().unwrap();
+    let (_again, wal, _) = open_sim(&sim, config(&dir));
+    assert_eq!(
+        wal.last_ticket(),
+        b.ticket(),
+        "tickets continue across restarts"
+    );
+    wal.wait_durable(b.ticket().unwrap()).unwrap();
 }

@@ -94,7 +94,7 @@ fn measure(shards: u32, orders: u64, with_request_id: bool) -> Measured {
         reservation_ttl_ms: 600_000,
     };
     engine
-        .create_sale(spec, DiscardSink)
+        .create_sale(spec, 0, DiscardSink)
         .expect("sale is valid");
     let empty = LIVE_BYTES.load(Ordering::Relaxed);
     for user in 0..orders {

@@ -91,7 +91,9 @@ impl Driver {
                 ends_at_ms: None,
                 reservation_ttl_ms: 100,
             };
-            engine.create_sale(spec, &mut *sink).expect("create sale");
+            engine
+                .create_sale(spec, 0, &mut *sink)
+                .expect("create sale");
         }
         Driver {
             now: 1,
