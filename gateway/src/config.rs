@@ -54,6 +54,7 @@ struct RawServer {
     max_connections: Option<u64>,
     header_read_timeout_ms: Option<u64>,
     max_body_bytes: Option<u64>,
+    io_threads: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +88,8 @@ struct RawWal {
 pub const BODY_BYTES_LIMIT_MAX: u64 = 1 << 20;
 /// Most connections a config may allow.
 pub const CONNECTIONS_LIMIT_MAX: u64 = 1 << 20;
+/// Most I/O threads a config may ask for.
+pub const IO_THREADS_MAX: u64 = 256;
 /// Most engine shards a config may ask for.
 pub const SHARDS_MAX: u64 = 1024;
 
@@ -98,6 +101,9 @@ pub struct ServerConfig {
     pub max_connections: u32,
     pub header_read_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Threads serving connections, each with its own single-threaded
+    /// runtime (0 = one per core).
+    pub io_threads: u32,
 }
 
 /// `[rate_limit]`, validated. A rate of 0 turns that limiter off; a burst of 0
@@ -172,6 +178,7 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         ("server", "max_connections") => raw.server.max_connections = num()?,
         ("server", "header_read_timeout_ms") => raw.server.header_read_timeout_ms = num()?,
         ("server", "max_body_bytes") => raw.server.max_body_bytes = num()?,
+        ("server", "io_threads") => raw.server.io_threads = num()?,
         ("engine", "shards") => raw.engine.shards = num()?,
         ("rate_limit", "global_rps") => raw.rate_limit.global_rps = num()?,
         ("rate_limit", "global_burst") => raw.rate_limit.global_burst = num()?,
@@ -230,6 +237,12 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             64,
             BODY_BYTES_LIMIT_MAX,
         )?,
+        io_threads: range(
+            "server.io_threads",
+            s.io_threads.unwrap_or(0),
+            0,
+            IO_THREADS_MAX,
+        )? as u32,
     };
 
     let shards = range(
@@ -311,7 +324,8 @@ impl fmt::Display for Config {
         write!(
             f,
             "server.listen={} server.admin_token=*** server.max_connections={} \
-             server.header_read_timeout_ms={} server.max_body_bytes={} engine.shards={} \
+             server.header_read_timeout_ms={} server.max_body_bytes={} server.io_threads={} \
+             engine.shards={} \
              rate_limit.global_rps={} rate_limit.global_burst={} rate_limit.per_client_rps={} \
              rate_limit.per_client_burst={} wal.dir={} wal.fsync={} wal.fsync_interval_ms={} \
              wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={} \
@@ -320,6 +334,7 @@ impl fmt::Display for Config {
             s.max_connections,
             s.header_read_timeout.as_millis(),
             s.max_body_bytes,
+            s.io_threads,
             self.engine.shards,
             r.global_rps,
             r.global_burst,

@@ -111,7 +111,9 @@ fn serve(config_path: &Path) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // This runtime only accepts, recovers and waits for signals; connections
+    // are served on the I/O threads' own runtimes (gateway::server).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -691,6 +691,58 @@ async fn connection_cap_holds_extra_connections() {
 }
 
 #[tokio::test]
+async fn connections_spread_over_io_threads() {
+    // Three I/O threads, twelve concurrent keep-alive clients buying from one
+    // sale: every purchase is answered, the stock gate holds across threads,
+    // and each connection is counted open and then closed.
+    let mut s = TestServer::start_with(|c| c.server.io_threads = 3).await;
+    let mut admin = s.conn().await;
+    sale(&mut admin, "io", 30, 1).await;
+    let addr = s.addr;
+    let clients: Vec<_> = (0..12u64)
+        .map(|client| {
+            tokio::spawn(async move {
+                let mut c = Conn::connect(addr).await.unwrap();
+                let mut admitted = 0;
+                for i in 0..5u64 {
+                    let body = format!(r#"{{"user_id":{}}}"#, client * 100 + i);
+                    let r = c.post("/v1/sales/io/purchase", &body).await;
+                    match r.status {
+                        201 => admitted += 1,
+                        409 => assert_eq!(r.code(), "sold_out"),
+                        other => panic!("unexpected {other}: {:?}", r.body),
+                    }
+                }
+                admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for client in clients {
+        admitted += client.await.unwrap();
+    }
+    assert_eq!(admitted, 30, "admissions across I/O threads");
+    let sale = admin.get("/v1/sales/io").await.json();
+    assert_eq!(sale["remaining"], 0);
+    // The clients' connections have closed: only `admin` is left open.
+    let mut open = String::new();
+    for _ in 0..50 {
+        let text = String::from_utf8(admin.get("/metrics").await.body.to_vec()).unwrap();
+        open = text
+            .lines()
+            .find(|l| l.starts_with("flashsale_connections_open "))
+            .unwrap_or_default()
+            .to_string();
+        if open == "flashsale_connections_open 1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, "flashsale_connections_open 1");
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let mut s = TestServer::start_with(|c| {
         c.rate_limit.per_client_rps = 1;
