@@ -9,6 +9,7 @@
 pub mod config;
 pub mod metrics;
 pub mod ratelimit;
+mod relay;
 pub mod routes;
 pub mod server;
 pub mod wal;

@@ -63,7 +63,7 @@ impl Core {
     pub async fn durable_all(&self) -> Result<(), WalError> {
         match self.wal.last_ticket() {
             None => Ok(()),
-            Some(ticket) => self.wal.durable(ticket).await,
+            Some(ticket) => crate::relay::durable(self, ticket).await,
         }
     }
 
@@ -75,7 +75,7 @@ impl Core {
     /// the engine publishes the change the repeat observed.
     pub async fn acknowledge(&self, sink: &WalSink<'_>) -> Result<(), WalError> {
         match sink.ticket() {
-            Some(ticket) => self.wal.durable(ticket).await,
+            Some(ticket) => crate::relay::durable(self, ticket).await,
             None => self.durable_all().await,
         }
     }
@@ -444,7 +444,9 @@ fn io_thread(
         .max_header_size(HEADER_BYTES_MAX)
         .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
         .keep_alive(true);
+    crate::relay::install();
     runtime.block_on(async move {
+        tokio::spawn(crate::relay::relay_task(shared.clone()));
         let serve = async {
             let mut connections = JoinSet::new();
             loop {

@@ -938,6 +938,51 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
 /// and nothing is acknowledged that was not written; after a failed fsync
 /// purchases get 503 and readiness turns false.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_answer_only_once_durable() {
+    // Purchases on several connections (so on both I/O threads) wait while
+    // the log's writer is stuck, and are all answered once it moves on: the
+    // per-thread relay neither answers early nor loses a wake-up.
+    let sim = persistence::SimStorage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gateway::Config::for_tests(dir.path().join("wal"));
+    config.server.io_threads = 2;
+    let mut s = TestServer::start_on(dir, config, std::sync::Arc::new(sim.clone())).await;
+    let mut c = s.conn().await;
+    sale(&mut c, "dur", 100, 1).await;
+
+    sim.hold_writes(true);
+    let addr = s.addr;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for user in 0..6u64 {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut c = Conn::connect(addr).await.unwrap();
+            let r = c
+                .post(
+                    "/v1/sales/dur/purchase",
+                    &format!(r#"{{"user_id":{user}}}"#),
+                )
+                .await;
+            let _ = tx.send(r.status);
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(rx.try_recv().is_err(), "answered before the log wrote it");
+    assert_eq!(c.get("/v1/sales/dur").await.json()["reserved"], 6);
+    sim.hold_writes(false);
+    let mut statuses = Vec::new();
+    while let Some(status) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a durable admission was never answered")
+    {
+        statuses.push(status);
+    }
+    assert_eq!(statuses, vec![201; 6]);
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_full_or_failed_answers_503() {
     let sim = persistence::SimStorage::new();
     let dir = tempfile::tempdir().unwrap();

@@ -150,18 +150,25 @@ impl Shared {
         self.wake_waiters(|ticket| ticket <= lsn);
     }
 
+    /// Wakes the due waiters after releasing the lock: a wake may be a
+    /// syscall (a runtime parked in epoll), and producers registering new
+    /// waiters must not queue behind a batch of them.
     fn wake_waiters(&self, due: impl Fn(u64) -> bool) {
+        let mut woken = Vec::new();
         let mut waiters = self.waiters.lock();
         let mut i = 0;
         while i < waiters.len() {
             if due(waiters[i].0) {
-                waiters.swap_remove(i).1.wake();
+                woken.push(waiters.swap_remove(i).1);
             } else {
                 i += 1;
             }
         }
         drop(waiters);
         self.waiters_cond.notify_all();
+        for waker in woken {
+            waker.wake();
+        }
     }
 
     fn fail(&self, context: String, err: std::io::Error) {
@@ -607,6 +614,13 @@ impl Wal {
             ticket,
         }
         .await
+    }
+
+    /// Without waiting: `Some` once the event with this ticket is durable
+    /// (`Ok`) or can no longer become durable (`Err`), `None` while it is
+    /// still on its way. For callers that relay wake-ups themselves.
+    pub fn poll_durable(&self, ticket: Ticket) -> Option<Result<(), WalError>> {
+        self.shared().poll_ticket(ticket)
     }
 
     /// Blocking variant of [`Wal::durable`].
