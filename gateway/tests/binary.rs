@@ -153,7 +153,8 @@ fn wal_verify_exits_1_on_corruption() {
         }
         wal.shutdown().unwrap();
     }
-    // Flip a byte in the middle of the segment.
+    // Flip a byte in the middle of the segment's records (the file runs on
+    // past them in preallocated zeros).
     let segment = std::fs::read_dir(&wal_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -161,8 +162,8 @@ fn wal_verify_exits_1_on_corruption() {
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .expect("a segment file");
     let mut bytes = std::fs::read(&segment).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
+    let used = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[used / 2] ^= 0x40;
     std::fs::write(&segment, bytes).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_flashsale"))
         .args(["wal", "verify", "--dir"])

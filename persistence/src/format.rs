@@ -204,10 +204,13 @@ pub struct SegmentScan {
     pub valid_len: u64,
     /// Bytes past `valid_len` judged a torn tail (0 unless `is_last`).
     pub torn_bytes: u64,
+    /// Zeros at the end: space the writer preallocated and never used.
+    pub unused_bytes: u64,
 }
 
-/// Scans a whole segment. In the last segment a bad frame followed by no good
-/// frame anywhere after it is a torn tail: the writer never got to sync it, so
+/// Scans a whole segment. Zeros from a bad frame to the end are unused
+/// preallocated space: the clean end of the segment. In the last segment a
+/// bad frame followed by no good frame anywhere after it is a torn tail: the writer never got to sync it, so
 /// nobody was told it was durable. Any other bad frame is corruption: good data
 /// after it proves the log went on past it. A resynchronising search for a good
 /// frame (byte by byte, checking length bound and checksum) decides which.
@@ -222,7 +225,20 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentS
                 records.push(range);
             }
             Err(err) => {
-                if !is_last || (offset + 1..bytes.len()).any(|o| read_frame(bytes, o).is_ok()) {
+                // Preallocated space is all zeros, and a frame never starts
+                // with a zero length: what follows the last record there.
+                let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                if used <= offset {
+                    return Ok(SegmentScan {
+                        first_lsn,
+                        records,
+                        valid_len: offset as u64,
+                        torn_bytes: 0,
+                        unused_bytes: (bytes.len() - offset) as u64,
+                    });
+                }
+                // A good frame starts with a non-zero length, so before `used`.
+                if !is_last || (offset + 1..used).any(|o| read_frame(bytes, o).is_ok()) {
                     return Err(WalError::corrupted(path, offset as u64, err.reason()));
                 }
                 return Ok(SegmentScan {
@@ -230,6 +246,7 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentS
                     records,
                     valid_len: offset as u64,
                     torn_bytes: (bytes.len() - offset) as u64,
+                    unused_bytes: 0,
                 });
             }
         }
@@ -239,6 +256,7 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentS
         records,
         valid_len: offset as u64,
         torn_bytes: 0,
+        unused_bytes: 0,
     })
 }
 

@@ -274,9 +274,12 @@ pub(crate) fn replay(
         let bytes = storage
             .read(&path)
             .map_err(|e| WalError::io(format!("reading {}", path.display()), e))?;
-        if is_last && bytes.len() < HEADER_BYTES {
-            // The writer died creating this segment: its header was never
-            // synced, so no record in it was ever acknowledged.
+        if is_last && (bytes.len() < HEADER_BYTES || bytes[..HEADER_BYTES].iter().all(|&b| b == 0))
+        {
+            // The writer died creating this segment: its header (written and
+            // synced before any record) never made it, so no record in it
+            // was ever acknowledged. With preallocation the file may be
+            // full-size zeros.
             report.truncated_bytes += bytes.len() as u64;
             verify.torn_tail_bytes += bytes.len() as u64;
             if walk == Walk::Repair {
@@ -386,10 +389,15 @@ pub(crate) fn replay(
                         bytes = scan.torn_bytes,
                         "cutting off a torn tail (never acknowledged)"
                     );
-                    storage
-                        .truncate(&path, scan.valid_len)
-                        .map_err(|e| WalError::io(format!("truncating {}", path.display()), e))?;
                 }
+            }
+            // The writer goes on appending at the end of the file: cut the
+            // torn tail and the unused preallocated zeros (it preallocates
+            // again as it writes).
+            if walk == Walk::Repair && scan.torn_bytes + scan.unused_bytes > 0 {
+                storage
+                    .truncate(&path, scan.valid_len)
+                    .map_err(|e| WalError::io(format!("truncating {}", path.display()), e))?;
             }
             if seg + scan.records.len() as u64 == next {
                 tail = Some(Tail {

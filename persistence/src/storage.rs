@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,17 @@ pub trait StorageFile: Send {
     fn append(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable (fdatasync).
     fn sync(&mut self) -> io::Result<()>;
+    /// Makes the file at least `len` bytes long by writing zeros past what
+    /// was appended, without moving the append position. Appends into that
+    /// space change no file size, so their `sync` needs no metadata write:
+    /// on ext4 that halves an fdatasync (one device write instead of two).
+    /// Readers see the zeros after the last record; a frame never starts
+    /// with a zero length, so they end the log there. The default does
+    /// nothing (the file just grows with each append).
+    fn preallocate(&mut self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
 }
 
 /// The file-system operations the log uses. Paths are absolute or relative to
@@ -54,14 +65,50 @@ pub trait Storage: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FsStorage;
 
-struct FsFile(File);
+/// A file written at `end` with positioned writes (not `O_APPEND`: the file
+/// may run past `end` into preallocated zeros).
+struct FsFile {
+    file: File,
+    /// Where the next append goes.
+    end: u64,
+    /// The file's length (zeros past `end`).
+    len: u64,
+}
+
+impl FsFile {
+    fn new(file: File) -> io::Result<FsFile> {
+        let len = file.metadata()?.len();
+        Ok(FsFile {
+            file,
+            end: len,
+            len,
+        })
+    }
+}
 
 impl StorageFile for FsFile {
     fn append(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.write_all(buf)
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(buf, self.end)?;
+        self.end += buf.len() as u64;
+        self.len = self.len.max(self.end);
+        Ok(())
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
+    }
+    fn preallocate(&mut self, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        // Written zeros, not fallocate: ext4 keeps fallocated blocks
+        // "unwritten", and converting them on first write is a metadata
+        // change that the next fdatasync would have to write again.
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while self.len < len {
+            let n = (len - self.len).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], self.len)?;
+            self.len += n as u64;
+        }
+        Ok(())
     }
 }
 
@@ -90,11 +137,11 @@ impl Storage for FsStorage {
             .write(true)
             .truncate(true)
             .open(path)?;
-        Ok(Box::new(FsFile(file)))
+        Ok(Box::new(FsFile::new(file)?))
     }
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new().append(true).open(path)?;
-        Ok(Box::new(FsFile(file)))
+        let file = OpenOptions::new().write(true).open(path)?;
+        Ok(Box::new(FsFile::new(file)?))
     }
     fn truncate(&self, path: &Path, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(path)?;
@@ -400,5 +447,35 @@ impl Storage for SimStorage {
         let mut names = self.names.lock();
         names.durable = names.live.clone();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fs_file_appends_into_preallocated_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = FsStorage.create(&path).unwrap();
+        f.append(b"head").unwrap();
+        f.preallocate(100_000).unwrap();
+        f.append(b"-one").unwrap();
+        f.preallocate(50).unwrap(); // never shrinks
+        f.sync().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 100_000);
+        assert_eq!(&bytes[..8], b"head-one");
+        assert!(bytes[8..].iter().all(|&b| b == 0));
+        // Reopened (after the caller cut the zeros), appends go at the end.
+        FsStorage.truncate(&path, 8).unwrap();
+        let mut f = FsStorage.open_append(&path).unwrap();
+        f.append(b"-two").unwrap();
+        f.append(&[7u8; 200_000]).unwrap(); // past the old preallocation
+        f.sync().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..12], b"head-one-two");
+        assert_eq!(bytes.len(), 12 + 200_000);
     }
 }
