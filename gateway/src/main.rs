@@ -144,8 +144,7 @@ async fn serve_async(config: Config) -> Result<()> {
     }
     // Handlers first, so a SIGTERM during start-up is a clean shutdown too.
     let shutdown = shutdown_signal().context("installing signal handlers")?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
+    let listener = gateway::server::bind(config.server.listen)
         .with_context(|| format!("binding {}", config.server.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, "listening on {addr}");

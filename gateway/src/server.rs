@@ -231,6 +231,24 @@ pub enum ServeError {
     Shutdown(WalError),
 }
 
+/// The accept backlog asked of the kernel (which caps it at
+/// `net.core.somaxconn`). A flash sale opens thousands of connections in the
+/// same second; std's and tokio's `bind` ask for 128, and every SYN beyond a
+/// full backlog is dropped and retried by the client a whole second later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, so a
+/// restarted server does not wait out TIME_WAIT). Call inside a runtime.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains and syncs.
 ///
 /// The task calling this only accepts: each connection is handed to one of

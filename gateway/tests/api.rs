@@ -691,6 +691,42 @@ async fn connection_cap_holds_extra_connections() {
 }
 
 #[tokio::test]
+async fn listener_backlog_holds_a_burst_of_connects() {
+    // 600 clients connect at once while nobody accepts: with the usual
+    // backlog of 128 most SYNs would be dropped and retried a second later.
+    // somaxconn caps the backlog; skip where it is below the burst.
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < 600 {
+        eprintln!("skipped: net.core.somaxconn = {somaxconn}");
+        return;
+    }
+    let listener = gateway::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects: Vec<_> = (0..600)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(700),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut completed = 0;
+    for c in connects {
+        if matches!(c.await.unwrap(), Ok(Ok(_))) {
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 600, "connects stuck in SYN retransmission");
+    drop(listener);
+}
+
+#[tokio::test]
 async fn connections_spread_over_io_threads() {
     // Three I/O threads, twelve concurrent keep-alive clients buying from one
     // sale: every purchase is answered, the stock gate holds across threads,
