@@ -9,20 +9,22 @@
 //! made by the writer thread while the next batch waited.
 //!
 //! So each I/O thread keeps its waiting requests in a thread-local list and
-//! runs one relay task, which alone waits on the log for the highest ticket
-//! any of them wants. The writer then wakes one task per I/O thread per
-//! batch, and the relay wakes the requests locally (a push onto the
-//! runtime's own run queue, no syscall).
+//! runs one relay task, which alone waits on the log: for the lowest ticket
+//! any of them waits for, then releases every request whose ticket is durable
+//! by then (or that the failed log will never make durable). The writer then
+//! wakes one task per I/O thread per batch, and the relay wakes the requests
+//! locally (a push onto the runtime's own run queue, no syscall).
 //!
-//! Everything here runs on one thread; no borrow is held across an await.
+//! Everything here runs on one thread. No borrow is held across an await or
+//! while a waker runs.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use crate::server::{Core, Shared};
-use crate::wal::{Ticket, WalError};
+use crate::wal::{Ticket, Wal, WalError};
 
 thread_local! {
     static RELAY: RefCell<Option<Relay>> = const { RefCell::new(None) };
@@ -31,15 +33,12 @@ thread_local! {
 #[derive(Default)]
 struct Relay {
     /// Requests waiting, with their tickets. A request polled again while
-    /// pending adds a second entry; entries go when the relay releases them,
-    /// so the list is bounded by the requests in flight on this thread.
-    waiters: RefCell<Vec<(u64, Waker)>>,
-    /// Highest ticket any request registered.
-    wanted: Cell<u64>,
-    /// Tickets up to here have been released.
-    released: Cell<u64>,
-    /// The relay task, while it idles with nothing wanted.
-    idle: RefCell<Option<Waker>>,
+    /// pending adds a second entry (a stale one goes at the next release),
+    /// so the list is bounded by the polls of this thread's requests within
+    /// one group commit.
+    waiters: Vec<(Ticket, Waker)>,
+    /// The relay task, while it idles with nobody waiting.
+    idle: Option<Waker>,
 }
 
 /// Makes the calling thread an I/O thread with a relay; call once, before
@@ -48,16 +47,16 @@ pub(crate) fn install() {
     RELAY.with(|r| *r.borrow_mut() = Some(Relay::default()));
 }
 
-/// The relay: waits on the log for what the thread's requests want and
-/// wakes them. Runs until its runtime is dropped.
+/// The relay: waits on the log for the lowest ticket a request of this
+/// thread waits for, then wakes every request whose ticket is settled.
+/// Runs until its runtime is dropped.
 pub(crate) async fn relay_task(shared: Arc<Shared>) {
     loop {
-        let target = poll_fn(|cx| {
-            with_relay(|relay| {
-                if relay.wanted.get() > relay.released.get() {
-                    Poll::Ready(relay.wanted.get())
-                } else {
-                    *relay.idle.borrow_mut() = Some(cx.waker().clone());
+        let lowest = poll_fn(|cx| {
+            with_relay(|relay| match relay.waiters.iter().map(|(t, _)| *t).min() {
+                Some(lowest) => Poll::Ready(lowest),
+                None => {
+                    relay.idle = Some(cx.waker().clone());
                     Poll::Pending
                 }
             })
@@ -65,32 +64,37 @@ pub(crate) async fn relay_task(shared: Arc<Shared>) {
         })
         .await;
         // A ticket was handed out, so the log (and the core) exist.
-        let failed = match shared.core() {
-            Some(core) => core.wal.durable(Ticket(target)).await.is_err(),
-            None => true,
+        let Some(core) = shared.core() else {
+            return;
         };
-        with_relay(|relay| {
-            // After a failure nobody will become durable: release everyone,
-            // they re-check and see the error.
-            let upto = if failed { u64::MAX } else { target };
-            relay.released.set(relay.released.get().max(target));
-            relay.waiters.borrow_mut().retain(|(ticket, waker)| {
-                if *ticket <= upto {
-                    waker.wake_by_ref();
-                    false
-                } else {
-                    true
-                }
-            });
-            if failed {
-                relay.released.set(relay.wanted.get());
-            }
-        });
+        // Ok or Err alike: each request's own check below decides.
+        let _ = core.wal.durable(lowest).await;
+        for waker in settled(&core.wal) {
+            waker.wake();
+        }
     }
 }
 
-fn with_relay<R>(f: impl FnOnce(&Relay) -> R) -> Option<R> {
-    RELAY.with(|r| r.borrow().as_ref().map(f))
+/// Takes out the wakers of the requests whose tickets the log has settled
+/// (durable, or never to be after a failure).
+fn settled(wal: &Wal) -> Vec<Waker> {
+    with_relay(|relay| {
+        let mut woken = Vec::new();
+        relay.waiters.retain(|(ticket, waker)| {
+            if wal.poll_durable(*ticket).is_some() {
+                woken.push(waker.clone());
+                false
+            } else {
+                true
+            }
+        });
+        woken
+    })
+    .unwrap_or_default()
+}
+
+fn with_relay<R>(f: impl FnOnce(&mut Relay) -> R) -> Option<R> {
+    RELAY.with(|r| r.borrow_mut().as_mut().map(f))
 }
 
 /// Resolves once `ticket` is durable (or the log has failed). On an I/O
@@ -104,18 +108,13 @@ pub(crate) async fn durable(core: &Core, ticket: Ticket) -> Result<(), WalError>
         if let Some(result) = core.wal.poll_durable(ticket) {
             return Poll::Ready(result);
         }
-        with_relay(|relay| {
-            relay
-                .waiters
-                .borrow_mut()
-                .push((ticket.0, cx.waker().clone()));
-            if ticket.0 > relay.wanted.get() {
-                relay.wanted.set(ticket.0);
-                if let Some(idle) = relay.idle.borrow_mut().take() {
-                    idle.wake();
-                }
-            }
+        let idle = with_relay(|relay| {
+            relay.waiters.push((ticket, cx.waker().clone()));
+            relay.idle.take()
         });
+        if let Some(relay_task) = idle.flatten() {
+            relay_task.wake();
+        }
         Poll::Pending
     })
     .await
