@@ -298,13 +298,18 @@ pub async fn run(
                 continue;
             }
         };
-        io.hand_over(Accepted {
+        let conn = Accepted {
             stream,
             peer,
             watcher: graceful.watcher(),
             _open: open,
-        })
-        .await;
+        };
+        // A full hand-over queue must not hold up shutdown.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            () = io.hand_over(conn) => {}
+        }
     }
 
     drop(listener);
@@ -377,9 +382,9 @@ const HAND_OVER_QUEUE: usize = 1024;
 /// runtime and serves, start to end, the connections handed to it
 /// round-robin. A connection's request parsing, engine call and response all
 /// stay on one core, and the log's writer wakes a request on the thread that
-/// owns its connection: no work stealing, no cross-core task migration. On a
-/// 2-core box this served about 8 % more durable admissions than tokio's
-/// work-stealing runtime (BENCHMARKS.md).
+/// owns its connection: no work stealing, no cross-core task migration. On
+/// the 2-core test box this served about 10 % more durable admissions than
+/// tokio's work-stealing runtime (BENCHMARKS.md).
 struct IoThreads {
     queues: Vec<mpsc::Sender<Accepted>>,
     next: usize,

@@ -210,7 +210,9 @@ pub struct SegmentScan {
 
 /// Scans a whole segment. Zeros from a bad frame to the end are unused
 /// preallocated space: the clean end of the segment. In the last segment a
-/// bad frame followed by no good frame anywhere after it is a torn tail: the writer never got to sync it, so
+/// bad frame followed by no good frame anywhere after it, or by zeros that
+/// show unsynced writes before the next good frame (see `unsynced_gap`), is
+/// a torn tail: the writer never got to sync it, so
 /// nobody was told it was durable. Any other bad frame is corruption: good data
 /// after it proves the log went on past it. A resynchronising search for a good
 /// frame (byte by byte, checking length bound and checksum) decides which.
@@ -238,7 +240,13 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentS
                     });
                 }
                 // A good frame starts with a non-zero length, so before `used`.
-                if !is_last || (offset + 1..used).any(|o| read_frame(bytes, o).is_ok()) {
+                let resumes = (offset + 1..used).find(|&o| read_frame(bytes, o).is_ok());
+                let torn = is_last
+                    && match resumes {
+                        None => true,
+                        Some(good) => unsynced_gap(bytes, offset, good),
+                    };
+                if !torn {
                     return Err(WalError::corrupted(path, offset as u64, err.reason()));
                 }
                 return Ok(SegmentScan {
@@ -258,6 +266,27 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentS
         torn_bytes: 0,
         unused_bytes: 0,
     })
+}
+
+/// Whether the bad bytes at `offset`, before a good frame at `good`, show
+/// writes that never reached the disk: zeros where the next frame's header
+/// should be, or a whole zeroed 512-byte sector. Synced bytes never read
+/// back as zeros (they read as written or fail their checksum), and a frame
+/// holds no zeroed sector, so those bytes were never synced; a record is
+/// acknowledged only once everything before it is synced, so nothing from
+/// `offset` on was acknowledged. That is how a torn batch looks in a
+/// preallocated file after power loss: the device stored some of its pages
+/// and not others, over zeros rather than past the file's end.
+fn unsynced_gap(bytes: &[u8], offset: usize, good: usize) -> bool {
+    const SECTOR: usize = 512;
+    let header_zero = bytes[offset..(offset + FRAME_HEADER_BYTES).min(good)]
+        .iter()
+        .all(|&b| b == 0);
+    let first_sector = offset.div_ceil(SECTOR) * SECTOR;
+    let zero_sector = (first_sector..good.saturating_sub(SECTOR - 1))
+        .step_by(SECTOR)
+        .any(|s| bytes[s..s + SECTOR].iter().all(|&b| b == 0));
+    header_zero || zero_sector
 }
 
 /// `wal-<first LSN, 20 digits>.log`: names sort in LSN order.

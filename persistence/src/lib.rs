@@ -9,7 +9,10 @@
 //! durable under `always` is on disk after a successful fdatasync. After a
 //! write or sync error the log accepts nothing more: it never retries a
 //! failed fsync. Corrupt bytes are an error naming file and offset, never a
-//! panic and never skipped; only a torn final record is cut off.
+//! panic and never skipped. Recovery cuts only what was never acknowledged:
+//! a torn tail of the last segment (including a batch whose pages reached
+//! the disk out of order, see DESIGN.md), unused preallocated zeros, and a
+//! last segment whose creation never completed.
 
 mod config;
 mod error;

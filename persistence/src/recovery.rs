@@ -274,14 +274,24 @@ pub(crate) fn replay(
         let bytes = storage
             .read(&path)
             .map_err(|e| WalError::io(format!("reading {}", path.display()), e))?;
-        if is_last && (bytes.len() < HEADER_BYTES || bytes[..HEADER_BYTES].iter().all(|&b| b == 0))
-        {
+        if is_last && (bytes.len() < HEADER_BYTES || bytes.iter().all(|&b| b == 0)) {
             // The writer died creating this segment: its header (written and
             // synced before any record) never made it, so no record in it
             // was ever acknowledged. With preallocation the file may be
-            // full-size zeros.
-            report.truncated_bytes += bytes.len() as u64;
-            verify.torn_tail_bytes += bytes.len() as u64;
+            // zeros from end to end (those count as unused, not torn). A
+            // zeroed header with records after it is corruption, reported by
+            // the scan below.
+            let torn = if bytes.len() < HEADER_BYTES {
+                bytes.len() as u64
+            } else {
+                0
+            };
+            report.truncated_bytes += torn;
+            verify.torn_tail_bytes += torn;
+            tracing::info!(
+                segment = %path.display(),
+                "removing a segment whose creation never completed"
+            );
             if walk == Walk::Repair {
                 storage
                     .remove(&path)
@@ -394,6 +404,14 @@ pub(crate) fn replay(
             // The writer goes on appending at the end of the file: cut the
             // torn tail and the unused preallocated zeros (it preallocates
             // again as it writes).
+            if walk == Walk::Repair && scan.unused_bytes > 0 {
+                tracing::debug!(
+                    segment = %path.display(),
+                    offset = scan.valid_len,
+                    bytes = scan.unused_bytes,
+                    "cutting unused preallocated zeros"
+                );
+            }
             if walk == Walk::Repair && scan.torn_bytes + scan.unused_bytes > 0 {
                 storage
                     .truncate(&path, scan.valid_len)

@@ -230,6 +230,13 @@ struct Segment {
 /// (BENCHMARKS.md). Once per this many bytes a batch pays for the extension.
 const PREALLOCATE_BYTES: u64 = 1 << 20;
 
+/// How long a segment file should be once `end` bytes are in it:
+/// `PREALLOCATE_BYTES` further, but not past `segment_bytes` (a segment
+/// rolls there anyway; a record larger than what is left goes past it alone).
+fn preallocate_target(segment_bytes: u64, end: u64) -> u64 {
+    (end + PREALLOCATE_BYTES).min(segment_bytes.max(end))
+}
+
 /// The writer thread's state.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
@@ -307,7 +314,7 @@ impl Writer {
         let mut file = storage.create(&path).map_err(|e| (ctx("creating"), e))?;
         file.append(&format::encode_header(FileKind::Segment, first_lsn))
             .map_err(|e| (ctx("writing the header of"), e))?;
-        file.preallocate(PREALLOCATE_BYTES)
+        file.preallocate(self.preallocate_target(HEADER_BYTES as u64))
             .map_err(|e| (ctx("preallocating"), e))?;
         file.sync().map_err(|e| (ctx("syncing"), e))?;
         storage
@@ -318,10 +325,14 @@ impl Writer {
             file,
             first_lsn,
             len: HEADER_BYTES as u64,
-            allocated: PREALLOCATE_BYTES,
+            allocated: self.preallocate_target(HEADER_BYTES as u64),
             records: 0,
         });
         Ok(())
+    }
+
+    fn preallocate_target(&self, end: u64) -> u64 {
+        preallocate_target(self.shared.config.segment_bytes, end)
     }
 
     fn timed_sync(&self, file: &mut dyn StorageFile) -> std::io::Result<()> {
@@ -361,10 +372,11 @@ impl Writer {
         if end > segment.allocated {
             // Once per PREALLOCATE_BYTES of log; this batch's sync writes
             // the zeros and the new size, the following ones only data.
-            if let Err(e) = segment.file.preallocate(end + PREALLOCATE_BYTES) {
+            let target = preallocate_target(self.shared.config.segment_bytes, end);
+            if let Err(e) = segment.file.preallocate(target) {
                 return Err((format!("preallocating {}", self.path(first).display()), e));
             }
-            segment.allocated = end + PREALLOCATE_BYTES;
+            segment.allocated = target;
         }
         if let Err(e) = segment.file.append(&self.buf) {
             return Err((format!("writing {}", self.path(first).display()), e));
