@@ -433,12 +433,23 @@ impl IoThreads {
     }
 
     /// Cancels whatever connections are left and joins the threads (blocking).
-    fn stop(self) {
-        for (handle, abort) in self.threads {
+    fn stop(mut self) {
+        for (handle, abort) in std::mem::take(&mut self.threads) {
             let _ = abort.send(());
             if handle.join().is_err() {
                 tracing::error!("an I/O thread panicked");
             }
+        }
+    }
+}
+
+impl Drop for IoThreads {
+    /// `run` dropped before it finished (its future cancelled): cancel the
+    /// threads' connections too, so they let go of the engine and the log.
+    /// Not joined: this may run on a runtime thread.
+    fn drop(&mut self) {
+        for (_, abort) in self.threads.drain(..) {
+            let _ = abort.send(());
         }
     }
 }
