@@ -371,6 +371,7 @@ mod tests {
             "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(config.server.max_body_bytes, 4096);
+        assert_eq!(config.server.io_threads, 0);
         assert_eq!(config.wal.fsync, FsyncMode::Always);
         assert!(!config.to_string().contains("change-me"));
     }
@@ -391,6 +392,8 @@ mod tests {
         assert_eq!(config.wal.fsync, FsyncMode::Never);
         assert_eq!(config.rate_limit.global_rps, 100);
         assert_eq!(config.rate_limit.global_burst, 100);
+        let e = env(&[("FLASHSALE_SERVER_IO_THREADS", "3")]);
+        assert_eq!(load("", &e).unwrap().server.io_threads, 3);
     }
 
     #[test]
@@ -419,5 +422,6 @@ mod tests {
             &[("FLASHSALE_SERVER_MAX_BODY_BYTES", "0")],
             "server.max_body_bytes",
         );
+        check("[server]\nio_threads = 257\n", &[], "server.io_threads");
     }
 }

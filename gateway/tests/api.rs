@@ -971,9 +971,27 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
     wal.shutdown().unwrap();
 }
 
-/// Back-pressure and log failure: a full queue answers 503 with Retry-After
-/// and nothing is acknowledged that was not written; after a failed fsync
-/// purchases get 503 and readiness turns false.
+/// One purchase per user in `users`, each on its own connection (so spread
+/// over the I/O threads), all at once; the replies arrive on the channel as
+/// they come.
+fn purchases_on_own_connections(
+    addr: std::net::SocketAddr,
+    sku: &str,
+    users: std::ops::Range<u64>,
+) -> tokio::sync::mpsc::UnboundedReceiver<common::Reply> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for user in users {
+        let tx = tx.clone();
+        let path = format!("/v1/sales/{sku}/purchase");
+        tokio::spawn(async move {
+            let mut c = Conn::connect(addr).await.unwrap();
+            let r = c.post(&path, &format!(r#"{{"user_id":{user}}}"#)).await;
+            let _ = tx.send(r);
+        });
+    }
+    rx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admissions_answer_only_once_durable() {
     // Purchases on several connections (so on both I/O threads) wait while
@@ -988,37 +1006,25 @@ async fn admissions_answer_only_once_durable() {
     sale(&mut c, "dur", 100, 1).await;
 
     sim.hold_writes(true);
-    let addr = s.addr;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for user in 0..6u64 {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut c = Conn::connect(addr).await.unwrap();
-            let r = c
-                .post(
-                    "/v1/sales/dur/purchase",
-                    &format!(r#"{{"user_id":{user}}}"#),
-                )
-                .await;
-            let _ = tx.send(r.status);
-        });
-    }
-    drop(tx);
+    let mut rx = purchases_on_own_connections(s.addr, "dur", 0..6);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(rx.try_recv().is_err(), "answered before the log wrote it");
     assert_eq!(c.get("/v1/sales/dur").await.json()["reserved"], 6);
     sim.hold_writes(false);
     let mut statuses = Vec::new();
-    while let Some(status) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+    while let Some(r) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("a durable admission was never answered")
     {
-        statuses.push(status);
+        statuses.push(r.status);
     }
     assert_eq!(statuses, vec![201; 6]);
     s.shutdown().await.unwrap();
 }
 
+/// Back-pressure and log failure: a full queue answers 503 with Retry-After
+/// and nothing is acknowledged that was not written; after a failed fsync
+/// purchases get 503 and readiness turns false.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_full_or_failed_answers_503() {
     let sim = persistence::SimStorage::new();
@@ -1030,36 +1036,18 @@ async fn log_full_or_failed_answers_503() {
     sale(&mut c, "bp", 1000, 1).await;
 
     sim.hold_writes(true);
-    let addr = s.addr;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for user in 0..64u64 {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut c = Conn::connect(addr).await.unwrap();
-            let r = c
-                .post("/v1/sales/bp/purchase", &format!(r#"{{"user_id":{user}}}"#))
-                .await;
-            let _ = tx.send((
-                r.status,
-                r.header("retry-after").map(str::to_string),
-                r.code(),
-            ));
-        });
-    }
-    drop(tx);
+    let mut rx = purchases_on_own_connections(s.addr, "bp", 0..64);
     // With the writer stuck, the queue fills and the overflow is refused now.
     let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        first,
-        (503, Some("1".to_string()), "unavailable".to_string())
-    );
+    check(&first, 503, "unavailable");
+    assert_eq!(first.header("retry-after"), Some("1"));
     sim.hold_writes(false);
-    let mut statuses = vec![first.0];
-    while let Some((status, _, _)) = rx.recv().await {
-        statuses.push(status);
+    let mut statuses = vec![first.status];
+    while let Some(r) = rx.recv().await {
+        statuses.push(r.status);
     }
     let admitted = statuses.iter().filter(|&&s| s == 201).count() as u64;
     assert!(

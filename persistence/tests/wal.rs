@@ -13,7 +13,7 @@ use engine::{Engine, SinkError};
 use parking_lot::Mutex;
 use persistence::format::{self, HEADER_BYTES};
 use persistence::{
-    open, open_with_storage, verify, verify_with, FsyncMode, SimStorage, Storage, Ticket,
+    open, open_with_storage, verify, verify_with, FsyncMode, SimStorage, Storage, Ticket, Wal,
     WalConfig, WalError,
 };
 
@@ -115,26 +115,37 @@ fn torn_tail_cut_at_every_byte_of_the_last_record() {
     let start = full.len() - last_len;
     let expected = replayed(&log, n - 1).state();
     for cut in start..full.len() {
-        let sim2 = SimStorage::new();
-        // Rebuild the directory with the cut segment.
-        let (_, w, _) = open_sim(&sim2, config(&dir));
-        w.shutdown().unwrap();
-        sim2.set_file_bytes(&seg, full[..cut].to_vec());
+        let sim2 = sim_with_segment(&dir, &seg, full[..cut].to_vec());
         let v = verify_with(&sim2, &dir).unwrap();
         assert_eq!(v.torn_tail_bytes, (cut - start) as u64);
         let (engine, wal, report) = open_sim(&sim2, config(&dir));
         assert_eq!(report.replayed_records, n as u64 - 1, "cut at {cut}");
         assert_eq!(report.truncated_bytes, (cut - start) as u64);
         assert_eq!(engine.state(), expected, "cut at {cut}");
-        // The writer continues after the cut and the result recovers.
-        let mut sink = wal.sink();
-        engine.create_sale(new_sale("after"), 0, &mut sink).unwrap();
-        assert_eq!(sink.ticket(), Some(Ticket(n as u64)));
-        wal.shutdown().unwrap();
-        let (again, wal, _) = open_sim(&sim2, config(&dir));
-        assert_eq!(again.state(), engine.state());
-        wal.shutdown().unwrap();
+        writer_continues(&sim2, &dir, &engine, wal, n as u64);
     }
+}
+
+/// A fresh simulated log directory like `dir` (cleanly created), with the
+/// segment `seg` holding `bytes`.
+fn sim_with_segment(dir: &Path, seg: &Path, bytes: Vec<u8>) -> SimStorage {
+    let sim = SimStorage::new();
+    let (_, wal, _) = open_sim(&sim, config(dir));
+    wal.shutdown().unwrap();
+    sim.set_file_bytes(seg, bytes);
+    sim
+}
+
+/// After recovery the writer appends where the kept records end (the next
+/// event gets ticket `next`), and what it wrote recovers too.
+fn writer_continues(sim: &SimStorage, dir: &Path, engine: &Engine, wal: Wal, next: u64) {
+    let mut sink = wal.sink();
+    engine.create_sale(new_sale("after"), 0, &mut sink).unwrap();
+    assert_eq!(sink.ticket(), Some(Ticket(next)));
+    wal.shutdown().unwrap();
+    let (again, wal, _) = open_sim(sim, config(dir));
+    assert_eq!(again.state(), engine.state());
+    wal.shutdown().unwrap();
 }
 
 #[test]
@@ -143,8 +154,7 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
     let dir = sim_dir();
     let (engine, _) = logged(&sim, config(&dir), 12, 30);
     let seg = dir.join(&segments(&sim, &dir)[0]);
-    let clean = sim.file_bytes(&seg).unwrap();
-    let mut bytes = clean.clone();
+    let mut bytes = sim.file_bytes(&seg).unwrap();
     bytes.extend_from_slice(&[0xa5u8; 60]);
     bytes.extend_from_slice(&[0u8; 40]);
     sim.set_file_bytes(&seg, bytes);
@@ -244,25 +254,16 @@ fn torn_batch_with_unwritten_pages_is_cut_at_the_hole() {
     // (hole start, hole length): at a frame start (its header reads zero),
     // and inside a frame covering a whole sector (the header survives).
     for (start, len) in [(at, 40), (at + 10, 1100)] {
-        let sim2 = SimStorage::new();
-        let (_, w, _) = open_sim(&sim2, config(&dir));
-        w.shutdown().unwrap();
         let mut bytes = full.clone();
         bytes[start..start + len].fill(0);
         assert!(start + len < bytes.len(), "the hole is followed by records");
-        sim2.set_file_bytes(&seg, bytes);
+        let sim2 = sim_with_segment(&dir, &seg, bytes);
         let v = verify_with(&sim2, &dir).unwrap();
         assert_eq!(v.torn_tail_bytes, (full.len() - at) as u64);
         let (engine, wal, report) = open_sim(&sim2, config(&dir));
         assert_eq!(report.replayed_records, k as u64, "hole at {start}+{len}");
         assert_eq!(engine.state(), expected);
-        let mut sink = wal.sink();
-        engine.create_sale(new_sale("after"), 0, &mut sink).unwrap();
-        assert_eq!(sink.ticket(), Some(Ticket(k as u64 + 1)));
-        wal.shutdown().unwrap();
-        let (again, wal, _) = open_sim(&sim2, config(&dir));
-        assert_eq!(again.state(), engine.state());
-        wal.shutdown().unwrap();
+        writer_continues(&sim2, &dir, &engine, wal, k as u64 + 1);
     }
 }
 
@@ -273,12 +274,7 @@ fn flipped_bit_mid_log_is_corruption_naming_segment_and_offset() {
     let (_, log) = logged(&sim, config(&dir), 13, 80);
     let seg = dir.join(&segments(&sim, &dir)[0]);
     let clean = sim.file_bytes(&seg).unwrap();
-    // Offset of record 10.
-    let offset: usize = HEADER_BYTES
-        + log[..10]
-            .iter()
-            .map(|(_, e)| format::encode_frame(e).len())
-            .sum::<usize>();
+    let offset = frame_offset(&log, 10);
     for (what, byte) in [
         ("payload", offset + 12),
         ("length", offset + 3),

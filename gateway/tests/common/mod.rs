@@ -16,7 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 pub const TOKEN: &str = "test-token";
 
@@ -51,7 +51,7 @@ impl TestServer {
         config: Config,
         storage: Arc<dyn persistence::Storage>,
     ) -> TestServer {
-        let listener = TcpListener::bind(config.server.listen).await.unwrap();
+        let listener = gateway::server::bind(config.server.listen).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Shared::new(config.clone());
         let (engine, wal, _) =
