@@ -32,7 +32,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
-use crate::wal::{Wal, WalError, WalSink};
+use crate::wal::{Ticket, Wal, WalError, WalSink};
 
 /// Largest request head (request line plus headers); beyond it hyper answers 431.
 pub const HEADER_BYTES_MAX: usize = 8 * 1024;
@@ -67,14 +67,14 @@ impl Core {
         }
     }
 
-    /// Waits until the sink's own event (if it emitted one) and everything
-    /// before it are durable. A sink that emitted nothing (an idempotent
+    /// Waits until a change's event (`ticket`, when its sink emitted one) and
+    /// everything before it are durable. A sink that emitted nothing (an idempotent
     /// repeat) acknowledges a change some other request made, which may not
     /// be durable yet: it waits for everything accepted so far. That covers
     /// the change, because the log hands out its ticket inside `emit`, before
     /// the engine publishes the change the repeat observed.
-    pub async fn acknowledge(&self, sink: &WalSink<'_>) -> Result<(), WalError> {
-        match sink.ticket() {
+    pub async fn acknowledge(&self, ticket: Option<Ticket>) -> Result<(), WalError> {
+        match ticket {
             Some(ticket) => crate::relay::durable(self, ticket).await,
             None => self.durable_all().await,
         }
@@ -530,10 +530,7 @@ fn serve_connection(
         _open: open,
     } = conn;
     let ip: IpAddr = peer.ip();
-    let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(crate::routes::handle(&shared, ip, req).await) }
-    });
+    let service = service_fn(move |req| crate::routes::handle(shared.clone(), ip, req));
     let conn = tokio::net::TcpStream::from_std(stream)
         .map(|stream| watcher.watch(builder.serve_connection(TokioIo::new(stream), service)));
     async move {

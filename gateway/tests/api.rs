@@ -370,6 +370,21 @@ async fn purchase_statuses() {
         400,
         "bad_request",
     );
+    // A sku one byte over the limit is invalid, not cut to a valid one.
+    let long = "s".repeat(engine::SKU_LEN_MAX);
+    c.create_sale(&format!(r#"{{"sku":"{long}","stock":5}}"#))
+        .await;
+    check(
+        &c.post(&format!("/v1/sales/{long}/purchase"), r#"{"user_id":1}"#)
+            .await,
+        201,
+        "admitted",
+    );
+    let r = c
+        .post(&format!("/v1/sales/{long}s/purchase"), r#"{"user_id":2}"#)
+        .await;
+    check(&r, 400, "bad_request");
+    assert!(r.json()["error"].as_str().unwrap().contains("sku"), "{r:?}");
     // Invalid UTF-8 in the body.
     let (resp, _) = raw(s.addr,
         b"POST /v1/sales/p/purchase HTTP/1.1\r\nhost: x\r\ncontent-length: 22\r\nconnection: close\r\n\r\n{\"user_id\":1,\"x\":\"\xff\xfe\"}",
