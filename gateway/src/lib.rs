@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod metrics;
+mod purchase_body;
 pub mod ratelimit;
 mod relay;
 pub mod routes;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use common::{raw, raw_exchange, Conn, TestServer, TOKEN};
@@ -677,6 +678,58 @@ async fn slow_client_cut_by_header_timeout() {
     assert!(closed);
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    s.shutdown().await.unwrap();
+}
+
+/// A purchase body that arrives in pieces (its first part with the head,
+/// the rest later) is put together, and the size limit counts every piece.
+#[tokio::test]
+async fn body_in_pieces_is_joined_and_limited() {
+    let mut s = TestServer::start_with(|c| c.server.max_body_bytes = 64).await;
+    let mut c = s.conn().await;
+    c.create_sale(r#"{"sku":"pieces","stock":5}"#).await;
+    let addr = s.addr;
+    let pieces = |parts: Vec<Vec<u8>>| {
+        tokio::task::spawn_blocking(move || {
+            let mut conn = std::net::TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            for part in parts {
+                conn.write_all(&part).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let mut out = Vec::new();
+            let _ = conn.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        })
+    };
+    let body = br#"{"user_id":77,"qty":1,"request_id":"pieces-1"}"#;
+    let head = format!(
+        "POST /v1/sales/pieces/purchase HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut first = head.into_bytes();
+    first.extend_from_slice(&body[..10]);
+    let resp = pieces(vec![first, body[10..30].to_vec(), body[30..].to_vec()])
+        .await
+        .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    assert!(resp.contains(r#""user_id":77"#), "{resp}");
+    // Chunked, so no declared length: 40 + 40 bytes against a limit of 64.
+    let chunk = |data: &[u8]| {
+        let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+        out
+    };
+    let mut first =
+        b"POST /v1/sales/pieces/purchase HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
+    first.extend_from_slice(&chunk(&[b' '; 40]));
+    let mut second = chunk(&[b' '; 40]);
+    second.extend_from_slice(b"0\r\n\r\n");
+    let resp = pieces(vec![first, second]).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    assert_eq!(c.get("/v1/sales/pieces").await.json()["remaining"], 4);
     s.shutdown().await.unwrap();
 }
 
