@@ -13,6 +13,7 @@ pub mod ratelimit;
 mod relay;
 pub mod routes;
 pub mod server;
+pub mod timer;
 pub mod wal;
 
 pub use config::{Config, ConfigError};

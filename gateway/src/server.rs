@@ -10,7 +10,8 @@
 //! accepted and dropped: a burst of clients is served late rather than
 //! refused. Idle keep-alive connections give their permit back after
 //! `header_read_timeout` (hyper's timer runs while waiting for the next
-//! request's head), so idle or slow clients cannot hold the cap forever.
+//! request's head; a coarse per-thread one, see [`crate::timer`]), so idle
+//! or slow clients cannot hold the cap forever.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +23,7 @@ use std::time::Duration;
 use engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::timer::CoarseTimer;
 use crate::wal::{Ticket, Wal, WalError, WalSink};
 
 /// Largest request head (request line plus headers); beyond it hyper answers 431.
@@ -471,9 +473,10 @@ fn io_thread(
             return;
         }
     };
+    let timer = CoarseTimer::new(shared.config.server.header_read_timeout);
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(timer.clone())
         .header_read_timeout(shared.config.server.header_read_timeout)
         .max_header_size(HEADER_BYTES_MAX)
         .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
@@ -481,6 +484,7 @@ fn io_thread(
     crate::relay::install();
     runtime.block_on(async move {
         tokio::spawn(crate::relay::relay_task(shared.clone()));
+        tokio::spawn(timer.run());
         let serve = async {
             let mut connections = JoinSet::new();
             loop {
