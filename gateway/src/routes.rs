@@ -25,9 +25,7 @@ use engine::{
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{
-    HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
-};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
@@ -351,20 +349,17 @@ fn metrics(shared: &Shared) -> Resp {
 /// Content-Length (nothing is read), then while collecting (chunked bodies).
 /// A client that trickles its body is cut after the header read timeout.
 async fn read_body(shared: &Shared, req: Request<Incoming>) -> Result<Bytes, Resp> {
-    check_content_length(shared, req.headers())?;
+    check_content_length(shared, req.body())?;
     collect_body(shared, req.into_body()).await
 }
 
 /// Refuses a declared body longer than `server.max_body_bytes` before
-/// reading any of it.
-fn check_content_length(shared: &Shared, headers: &hyper::HeaderMap) -> Result<(), Resp> {
+/// reading any of it. hyper has parsed the `content-length` (and refused a
+/// malformed one) already; its size hint is that length.
+fn check_content_length(shared: &Shared, body: &Incoming) -> Result<(), Resp> {
     let max = shared.config.server.max_body_bytes;
-    if let Some(len) = headers.get(CONTENT_LENGTH) {
-        match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-            Some(len) if len > max => return Err(too_large(max)),
-            Some(_) => {}
-            None => return Err(bad_request("content-length: not a number")),
-        }
+    if body.size_hint().lower() > max {
+        return Err(too_large(max));
     }
     Ok(())
 }
@@ -499,7 +494,7 @@ pub(crate) struct Purchase {
 impl Purchase {
     /// Checks the declared body length and takes the request apart.
     fn new(shared: &Shared, req: Request<Incoming>) -> Result<Purchase, Resp> {
-        check_content_length(shared, req.headers())?;
+        check_content_length(shared, req.body())?;
         let (parts, body) = req.into_parts();
         let path_sku = segments(parts.uri.path()).map_or("", |(seg, _)| seg[2]);
         let mut sku = [0u8; SKU_LEN_MAX];
