@@ -42,8 +42,9 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// Purchase bodies up to this size are copied to the stack (see `admit`).
 const BODY_STACK_BYTES: usize = 256;
 
-/// Longest admission body: its fixed text, a sku and four integers.
-const ADMITTED_BODY_MAX: usize = 96 + SKU_LEN_MAX + 4 * 20;
+/// Longest admission body: its fixed text (79 bytes), a sku and four
+/// integers of up to 20 digits.
+const ADMITTED_BODY_MAX: usize = 80 + SKU_LEN_MAX + 4 * 20;
 
 /// Longest `request_id` accepted.
 pub const REQUEST_ID_LEN_MAX: usize = 64;
@@ -371,9 +372,11 @@ async fn collect_body(shared: &Shared, mut body: Incoming) -> Result<Bytes, Resp
     if body.is_end_stream() {
         return Ok(Bytes::new());
     }
-    // A small body usually arrived with the head, as one frame: take it
-    // without arming a timer (a clock read and a timer-wheel entry) or
-    // collecting into a list (an allocation).
+    // A small body with a content-length usually arrived with the head, as
+    // one frame: take it without arming a timer (a clock read and a
+    // timer-wheel entry) or collecting into a list (an allocation). A
+    // chunked body does not know it has ended after its first frame, so it
+    // always takes the general path below.
     let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
     let mut head = Bytes::new();
     match first {
@@ -489,11 +492,23 @@ pub(crate) struct Purchase {
     /// Length of `sku`; 0 when the path's sku was too long to copy, which
     /// the engine refuses as invalid like any other bad sku.
     sku_len: u8,
+    /// The rate limiter's clock when the request came (0 when it is off).
+    now: u64,
 }
 
 impl Purchase {
-    /// Checks the declared body length and takes the request apart.
+    /// The global rate limit, then the declared body length (in that order,
+    /// as for every purchase before the split); then takes the request apart.
     fn new(shared: &Shared, req: Request<Incoming>) -> Result<Purchase, Resp> {
+        let limiter = &shared.limiter;
+        let now = if limiter.enabled() {
+            limiter.now_ns()
+        } else {
+            0
+        };
+        if let Err(retry) = limiter.check_global(now) {
+            return Err(rate_limited(shared, retry));
+        }
         check_content_length(shared, req.body())?;
         let (parts, body) = req.into_parts();
         let path_sku = segments(parts.uri.path()).map_or("", |(seg, _)| seg[2]);
@@ -504,27 +519,32 @@ impl Purchase {
         } else {
             0
         };
-        Ok(Purchase { body, sku, sku_len })
+        Ok(Purchase {
+            body,
+            sku,
+            sku_len,
+            now,
+        })
     }
 }
+
+// `Purchase::sku_len` holds a sku's length.
+const _: () = assert!(SKU_LEN_MAX <= u8::MAX as usize);
 
 /// The purchase hot path, in two halves. Everything up to the engine's
 /// answer, and the answer's body, is done synchronously in [`admit`]; what
 /// the future holds across the durability wait is a ticket and that body.
 async fn purchase(shared: &Shared, p: Purchase) -> Resp {
+    // `route` answered 503 while recovering; once set, the core stays.
     let Some(core) = shared.core() else {
         return unavailable("recovery in progress");
     };
-    let limiter = &shared.limiter;
-    let now = if limiter.enabled() {
-        limiter.now_ns()
-    } else {
-        0
-    };
-    if let Err(retry) = limiter.check_global(now) {
-        return rate_limited(shared, retry);
-    }
-    let Purchase { body, sku, sku_len } = p;
+    let Purchase {
+        body,
+        sku,
+        sku_len,
+        now,
+    } = p;
     let bytes = match collect_body(shared, body).await {
         Ok(b) => b,
         Err(resp) => return resp,

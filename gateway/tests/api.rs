@@ -912,6 +912,16 @@ async fn rate_limits_answer_429_with_retry_after() {
         429,
         "rate_limited",
     );
+    // Decided before the body: an over-long declared body is refused as
+    // rate limited (and counted so) while the bucket is empty, not as 413.
+    let req = "POST /v1/sales/g/purchase HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n";
+    let (resp, _) = raw(s.addr, req.as_bytes(), Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 429"), "{resp}");
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("flashsale_rate_limited_total 2"),
+        "{metrics}"
+    );
     s.shutdown().await.unwrap();
 }
 
