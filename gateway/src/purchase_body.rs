@@ -50,9 +50,12 @@ impl<'a> PurchaseBody<'a> {
             p.byte(b':')?;
             p.ws();
             match key {
-                "user_id" if user_id.is_none() => user_id = Some(p.integer()?),
-                "qty" if qty.is_none() => qty = Some(u32::try_from(p.integer()?).ok()?),
-                "request_id" if request_id.is_none() => request_id = Some(p.string()?),
+                b"user_id" if user_id.is_none() => user_id = Some(p.integer()?),
+                b"qty" if qty.is_none() => qty = Some(u32::try_from(p.integer()?).ok()?),
+                b"request_id" if request_id.is_none() => {
+                    // Printable ASCII only (see `string`): valid UTF-8.
+                    request_id = Some(std::str::from_utf8(p.string()?).ok()?);
+                }
                 _ => return None,
             }
             p.ws();
@@ -101,20 +104,17 @@ impl<'a> Plain<'a> {
         }
     }
 
-    /// A string of printable ASCII without escapes.
-    fn string(&mut self) -> Option<&'a str> {
+    /// The bytes of a string of printable ASCII without escapes.
+    fn string(&mut self) -> Option<&'a [u8]> {
         self.byte(b'"')?;
-        let start = self.at;
-        loop {
-            match self.next()? {
-                b'"' => break,
-                b'\\' => return None,
-                0x20..=0x7e => {}
-                _ => return None,
-            }
+        let rest = &self.body[self.at..];
+        let len = rest.iter().position(|&b| b == b'"')?;
+        let s = &rest[..len];
+        if !s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
+            return None;
         }
-        // Printable ASCII only: valid UTF-8.
-        std::str::from_utf8(&self.body[start..self.at - 1]).ok()
+        self.at += len + 1;
+        Some(s)
     }
 
     /// A non-negative decimal integer that fits a u64, as JSON writes it

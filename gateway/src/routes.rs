@@ -511,7 +511,13 @@ impl Purchase {
         }
         check_content_length(shared, req.body())?;
         let (parts, body) = req.into_parts();
-        let path_sku = segments(parts.uri.path()).map_or("", |(seg, _)| seg[2]);
+        // `route` matched the path as `/v1/sales/{sku}/purchase`.
+        let path_sku = parts
+            .uri
+            .path()
+            .strip_prefix("/v1/sales/")
+            .and_then(|rest| rest.strip_suffix("/purchase"))
+            .unwrap_or("");
         let mut sku = [0u8; SKU_LEN_MAX];
         let sku_len = if path_sku.len() <= SKU_LEN_MAX {
             sku[..path_sku.len()].copy_from_slice(path_sku.as_bytes());
