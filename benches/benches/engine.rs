@@ -17,7 +17,9 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use engine::{DiscardSink, Engine, EngineConfig, PurchaseOutcome, Rejection, SaleSpec};
+use engine::{
+    DiscardSink, Engine, EngineConfig, PurchaseOutcome, Rejection, SaleSpec, ORDER_SEQ_BITS,
+};
 
 /// Long enough that nothing expires during a benchmark unless asked to.
 const TTL_MS: u64 = 600_000;
@@ -38,7 +40,11 @@ fn spec(sku: &str, stock: u64) -> SaleSpec {
 }
 
 fn engine_with(shards: u32, skus: &[String], stock: u64) -> Engine {
-    let engine = Engine::new(EngineConfig { shards });
+    let engine = Engine::new(EngineConfig {
+        shards,
+        // Criterion may run tens of millions of admissions into one sale.
+        max_orders_per_sale: 1 << ORDER_SEQ_BITS,
+    });
     for sku in skus {
         engine
             .create_sale(spec(sku, stock), 0, DiscardSink)

@@ -85,7 +85,7 @@ fn append(c: &mut Criterion) {
         group.bench_function(id, |b| {
             let tmp = tempfile::tempdir_in("/tmp").unwrap();
             let (_engine, wal, _) =
-                persistence::open(config(tmp.path(), mode), EngineConfig { shards: 2 }).unwrap();
+                persistence::open(config(tmp.path(), mode), EngineConfig::with_shards(2)).unwrap();
             b.iter(|| produce(&wal, window));
             let stats = wal.stats();
             eprintln!(
@@ -106,7 +106,7 @@ const RECOVERY_RECORDS: u64 = 1_000_000;
 /// A log of one sale and `RECOVERY_RECORDS` admissions by distinct users.
 fn build_log(dir: &std::path::Path) {
     let (engine, wal, _) =
-        persistence::open(config(dir, FsyncMode::Never), EngineConfig { shards: 2 }).unwrap();
+        persistence::open(config(dir, FsyncMode::Never), EngineConfig::with_shards(2)).unwrap();
     let mut sink = wal.sink();
     engine
         .create_sale(
@@ -151,7 +151,7 @@ fn recovery(c: &mut Criterion) {
                 let started = Instant::now();
                 let (engine, wal, report) = persistence::open(
                     config(tmp.path(), FsyncMode::Never),
-                    EngineConfig { shards: 2 },
+                    EngineConfig::with_shards(2),
                 )
                 .unwrap();
                 total += started.elapsed();

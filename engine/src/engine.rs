@@ -62,15 +62,34 @@ type KeyedBuild = ahash::RandomState;
 pub struct EngineConfig {
     /// Number of shards, at least 1.
     pub shards: u32,
+    /// Orders one sale may make, cancelled and expired ones included; past
+    /// it, purchases are refused with [`Rejection::OrderLimit`]. Orders stay
+    /// in memory for the life of the sale, and a buyer who admits and
+    /// cancels over and over makes a new one each time: this cap, times the
+    /// sales an operator creates, bounds that memory (~154 bytes per order).
+    pub max_orders_per_sale: u64,
+}
+
+/// Default [`EngineConfig::max_orders_per_sale`]: ~1.5 GB of orders for one sale.
+pub const MAX_ORDERS_PER_SALE_DEFAULT: u64 = 10_000_000;
+
+impl EngineConfig {
+    /// `shards` shards and the default order cap.
+    pub const fn with_shards(shards: u32) -> EngineConfig {
+        EngineConfig {
+            shards,
+            max_orders_per_sale: MAX_ORDERS_PER_SALE_DEFAULT,
+        }
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig {
-            shards: std::thread::available_parallelism()
+        EngineConfig::with_shards(
+            std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
-        }
+        )
     }
 }
 
@@ -222,6 +241,7 @@ pub struct Engine {
     by_ordinal: ArcSwap<Vec<Arc<Sale>>>,
     /// Serialises sale creation (rare) so ordinals are dense and logged in order.
     create_lock: Mutex<()>,
+    max_orders_per_sale: u64,
 }
 
 impl Engine {
@@ -231,6 +251,7 @@ impl Engine {
             shards: (0..shards).map(|_| Shard::new()).collect(),
             by_ordinal: ArcSwap::from_pointee(Vec::new()),
             create_lock: Mutex::new(()),
+            max_orders_per_sale: config.max_orders_per_sale,
         }
     }
 
@@ -472,7 +493,10 @@ impl Engine {
         let open = sale.check_open(now_ms);
         // The sold-out check is one shared read and no write.
         let short = sale.remaining.load(Ordering::Acquire) < u64::from(qty);
-        if open.is_err() || qty > sale.per_user_limit || short {
+        // So is the order cap's (concurrent admissions may pass it together:
+        // a sale may end a few orders over, never unboundedly).
+        let full = sale.next_seq.load(Ordering::Relaxed) >= self.max_orders_per_sale;
+        if open.is_err() || qty > sale.per_user_limit || short || full {
             // A retry of an admitted request gets its admission back even
             // after the sale sold out or ended, so look for one first.
             if let Some(request_id) = request_id {
@@ -484,7 +508,8 @@ impl Engine {
             return Rejected(match open {
                 Err(rejection) => rejection,
                 Ok(()) if qty > sale.per_user_limit => Rejection::LimitExceeded,
-                Ok(()) => Rejection::SoldOut,
+                Ok(()) if short => Rejection::SoldOut,
+                Ok(()) => Rejection::OrderLimit,
             });
         }
 

@@ -202,6 +202,8 @@ pub enum Rejection {
     RequestIdReused,
     /// The same (user, request id) is being decided by another thread now.
     InProgress,
+    /// The sale has made `EngineConfig::max_orders_per_sale` orders.
+    OrderLimit,
     Unavailable(SinkError),
 }
 
@@ -219,6 +221,7 @@ impl Rejection {
             Rejection::InvalidQuantity => "invalid_quantity",
             Rejection::RequestIdReused => "request_id_reused",
             Rejection::InProgress => "in_progress",
+            Rejection::OrderLimit => "order_limit",
             Rejection::Unavailable(_) => "unavailable",
         }
     }

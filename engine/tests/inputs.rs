@@ -14,14 +14,14 @@ fn spec(sku: &str) -> SaleSpec {
 }
 
 fn engine_with(sku: &str) -> Engine {
-    let engine = Engine::new(EngineConfig { shards: 2 });
+    let engine = Engine::new(EngineConfig::with_shards(2));
     engine.create_sale(spec(sku), 0, DiscardSink).unwrap();
     engine
 }
 
 #[test]
 fn create_sale_rejections() {
-    let engine = Engine::new(EngineConfig { shards: 2 });
+    let engine = Engine::new(EngineConfig::with_shards(2));
     let check = |spec: SaleSpec, want: CreateSaleError| {
         assert_eq!(engine.create_sale(spec, 0, DiscardSink), Err(want));
     };
@@ -136,7 +136,7 @@ fn purchase_rejections() {
 
 #[test]
 fn sale_window_and_status_rejections() {
-    let engine = Engine::new(EngineConfig { shards: 1 });
+    let engine = Engine::new(EngineConfig::with_shards(1));
     engine
         .create_sale(
             SaleSpec {
@@ -304,7 +304,7 @@ fn refused_events_leave_no_trace() {
 /// A payment after expiry succeeds only if the units can be taken again.
 #[test]
 fn pay_after_expiry() {
-    let engine = Engine::new(EngineConfig { shards: 1 });
+    let engine = Engine::new(EngineConfig::with_shards(1));
     engine
         .create_sale(
             SaleSpec {
@@ -349,7 +349,7 @@ fn pay_after_expiry() {
 /// Malformed event streams are errors, not panics.
 #[test]
 fn apply_rejects_inconsistent_streams() {
-    let engine = Engine::new(EngineConfig { shards: 1 });
+    let engine = Engine::new(EngineConfig::with_shards(1));
     assert_eq!(
         engine.apply(&Event::Paused { ordinal: 3 }),
         Err(ApplyError::UnknownSale(3))
@@ -427,4 +427,62 @@ fn apply_rejects_inconsistent_streams() {
         matches!(engine.apply(&cancel), Err(ApplyError::Invalid(_))),
         "double release"
     );
+}
+
+/// A sale makes at most `max_orders_per_sale` orders, cancelled ones
+/// included, however much stock comes back: buyers who admit and cancel
+/// over and over cannot grow its orders without end. A replay still gets
+/// its order, and replaying the log never refuses what was admitted.
+#[test]
+fn order_cap_bounds_a_sale_with_churn() {
+    let engine = Engine::new(EngineConfig {
+        shards: 2,
+        max_orders_per_sale: 3,
+    });
+    let mut log: Vec<Event> = Vec::new();
+    engine.create_sale(spec("cap"), 0, &mut log).unwrap();
+    let mut orders = Vec::new();
+    for user in 1..=3u64 {
+        match engine.purchase("cap", user, 1, Some(user), 1, &mut log) {
+            PurchaseOutcome::Admitted(a) => orders.push(a),
+            other => panic!("user {user}: {other:?}"),
+        }
+    }
+    // Stock returns, but the sale has made its three orders.
+    for a in &orders {
+        assert!(matches!(
+            engine.cancel(a.order_id, a.user_id, 2, &mut log),
+            OrderOutcome::Done { .. }
+        ));
+    }
+    assert_eq!(engine.sale("cap", 3).unwrap().remaining, 10);
+    let rejected = engine.purchase("cap", 9, 1, Some(9), 3, &mut log);
+    assert_eq!(rejected, PurchaseOutcome::Rejected(Rejection::OrderLimit));
+    assert_eq!(Rejection::OrderLimit.as_str(), "order_limit");
+    // The refusal changed nothing: no event, no order number spent.
+    let events = log.len();
+    assert_eq!(
+        engine.purchase("cap", 9, 1, None, 3, &mut log),
+        PurchaseOutcome::Rejected(Rejection::OrderLimit)
+    );
+    assert_eq!(log.len(), events);
+    // A retry of an admitted request is answered with its order.
+    assert!(matches!(
+        engine.purchase("cap", 1, 1, Some(1), 4, &mut log),
+        PurchaseOutcome::Replayed(a) if a.order_id == orders[0].order_id
+    ));
+    // Other refusals keep their own reason.
+    assert_eq!(
+        engine.purchase("cap", 9, 5, None, 4, &mut log),
+        PurchaseOutcome::Rejected(Rejection::LimitExceeded)
+    );
+    // Recovery applies the log whatever the cap.
+    let replayed = Engine::new(EngineConfig {
+        shards: 1,
+        max_orders_per_sale: 1,
+    });
+    for e in &log {
+        replayed.apply(e).unwrap();
+    }
+    assert_eq!(replayed.state(), engine.state());
 }

@@ -316,7 +316,7 @@ fn order_ids(model: &Model) -> Vec<u64> {
 }
 
 fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
-    let engine = Engine::new(EngineConfig { shards });
+    let engine = Engine::new(EngineConfig::with_shards(shards));
     let mut model = Model::default();
     let mut events: Vec<Event> = Vec::new();
     let mut now = 1_000u64;
@@ -436,9 +436,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
 
     // Replaying the log rebuilds the same state, on a different shard count too.
     for replay_shards in [shards, shards % 3 + 1] {
-        let replayed = Engine::new(EngineConfig {
-            shards: replay_shards,
-        });
+        let replayed = Engine::new(EngineConfig::with_shards(replay_shards));
         for e in &events {
             replayed
                 .apply(e)
@@ -450,7 +448,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
     // So does the compact stream a snapshot stores.
     let mut exported = Vec::new();
     engine.export(&mut exported).unwrap();
-    let restored = Engine::new(EngineConfig { shards });
+    let restored = Engine::new(EngineConfig::with_shards(shards));
     for e in &exported {
         restored
             .apply(e)

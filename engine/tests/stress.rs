@@ -23,7 +23,7 @@ fn attempts_per_thread() -> u64 {
 
 #[test]
 fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
-    let engine = Engine::new(EngineConfig { shards: 4 });
+    let engine = Engine::new(EngineConfig::with_shards(4));
     engine
         .create_sale(
             SaleSpec {
@@ -151,7 +151,7 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
 /// Many threads, many SKUs, quantities above one and limits above one.
 #[test]
 fn many_skus_conserve_stock_and_limits() {
-    let engine = Engine::new(EngineConfig { shards: 3 });
+    let engine = Engine::new(EngineConfig::with_shards(3));
     let skus: Vec<String> = (0..16).map(|i| format!("sku-{i}")).collect();
     for sku in &skus {
         engine
@@ -230,7 +230,7 @@ fn many_skus_conserve_stock_and_limits() {
 /// at most once; every other copy is a replay of it or told to retry.
 #[test]
 fn concurrent_duplicates_admit_once() {
-    let engine = Engine::new(EngineConfig { shards: 2 });
+    let engine = Engine::new(EngineConfig::with_shards(2));
     engine
         .create_sale(
             SaleSpec {

@@ -61,6 +61,7 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawEngine {
     shards: Option<u64>,
+    max_orders_per_sale: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +93,8 @@ pub const CONNECTIONS_LIMIT_MAX: u64 = 1 << 20;
 pub const IO_THREADS_MAX: u64 = 256;
 /// Most engine shards a config may ask for.
 pub const SHARDS_MAX: u64 = 1024;
+/// Largest `engine.max_orders_per_sale`: every order id an engine can make.
+pub const ORDERS_PER_SALE_MAX: u64 = 1 << engine::ORDER_SEQ_BITS;
 
 /// `[server]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +183,7 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         ("server", "max_body_bytes") => raw.server.max_body_bytes = num()?,
         ("server", "io_threads") => raw.server.io_threads = num()?,
         ("engine", "shards") => raw.engine.shards = num()?,
+        ("engine", "max_orders_per_sale") => raw.engine.max_orders_per_sale = num()?,
         ("rate_limit", "global_rps") => raw.rate_limit.global_rps = num()?,
         ("rate_limit", "global_burst") => raw.rate_limit.global_burst = num()?,
         ("rate_limit", "per_client_rps") => raw.rate_limit.per_client_rps = num()?,
@@ -251,11 +255,19 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         0,
         SHARDS_MAX,
     )? as u32;
-    let engine = if shards == 0 {
+    let mut engine = if shards == 0 {
         engine::EngineConfig::default()
     } else {
-        engine::EngineConfig { shards }
+        engine::EngineConfig::with_shards(shards)
     };
+    engine.max_orders_per_sale = range(
+        "engine.max_orders_per_sale",
+        raw.engine
+            .max_orders_per_sale
+            .unwrap_or(engine::MAX_ORDERS_PER_SALE_DEFAULT),
+        1,
+        ORDERS_PER_SALE_MAX,
+    )?;
 
     let r = raw.rate_limit;
     let rate = |key: &str, v: Option<u64>| range(key, v.unwrap_or(0), 0, 1 << 32);
@@ -325,7 +337,7 @@ impl fmt::Display for Config {
             f,
             "server.listen={} server.admin_token=*** server.max_connections={} \
              server.header_read_timeout_ms={} server.max_body_bytes={} server.io_threads={} \
-             engine.shards={} \
+             engine.shards={} engine.max_orders_per_sale={} \
              rate_limit.global_rps={} rate_limit.global_burst={} rate_limit.per_client_rps={} \
              rate_limit.per_client_burst={} wal.dir={} wal.fsync={} wal.fsync_interval_ms={} \
              wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={} \
@@ -336,6 +348,7 @@ impl fmt::Display for Config {
             s.max_body_bytes,
             s.io_threads,
             self.engine.shards,
+            self.engine.max_orders_per_sale,
             r.global_rps,
             r.global_burst,
             r.per_client_rps,
@@ -394,6 +407,12 @@ mod tests {
         assert_eq!(config.rate_limit.global_burst, 100);
         let e = env(&[("FLASHSALE_SERVER_IO_THREADS", "3")]);
         assert_eq!(load("", &e).unwrap().server.io_threads, 3);
+        assert_eq!(
+            load("", &env(&[])).unwrap().engine.max_orders_per_sale,
+            engine::MAX_ORDERS_PER_SALE_DEFAULT
+        );
+        let e = env(&[("FLASHSALE_ENGINE_MAX_ORDERS_PER_SALE", "5")]);
+        assert_eq!(load("", &e).unwrap().engine.max_orders_per_sale, 5);
     }
 
     #[test]
@@ -423,5 +442,10 @@ mod tests {
             "server.max_body_bytes",
         );
         check("[server]\nio_threads = 257\n", &[], "server.io_threads");
+        check(
+            "[engine]\nmax_orders_per_sale = 0\n",
+            &[],
+            "engine.max_orders_per_sale",
+        );
     }
 }

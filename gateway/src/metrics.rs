@@ -81,7 +81,7 @@ fn status_index(status: u16) -> usize {
 }
 
 /// Rejection reasons as counted (the engine's, by `Rejection::as_str`).
-const REASONS: [&str; 11] = [
+const REASONS: [&str; 12] = [
     "sold_out",
     "limit_exceeded",
     "not_started",
@@ -93,6 +93,7 @@ const REASONS: [&str; 11] = [
     "request_id_reused",
     "in_progress",
     "unavailable",
+    "order_limit",
 ];
 
 fn reason_index(r: Rejection) -> usize {
@@ -108,6 +109,7 @@ fn reason_index(r: Rejection) -> usize {
         Rejection::RequestIdReused => 8,
         Rejection::InProgress => 9,
         Rejection::Unavailable(_) => 10,
+        Rejection::OrderLimit => 11,
     }
 }
 

@@ -704,6 +704,13 @@ fn rejection(r: Rejection) -> Resp {
                 "request_id: already used with a different sku or qty"
             ),
         ),
+        Rejection::OrderLimit => (
+            StatusCode::CONFLICT,
+            static_error_body!(
+                "order_limit",
+                "the sale has made as many orders as it may keep (engine.max_orders_per_sale)"
+            ),
+        ),
         Rejection::UnknownSku => return unknown_sku(),
         Rejection::InvalidSku => {
             return bad_request("sku: must be 1 to 64 characters of [A-Za-z0-9_.-]")
@@ -1067,6 +1074,7 @@ mod tests {
             Rejection::Ended,
             Rejection::Paused,
             Rejection::InProgress,
+            Rejection::OrderLimit,
             Rejection::RequestIdReused,
             Rejection::UnknownSku,
             Rejection::InvalidSku,

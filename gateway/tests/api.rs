@@ -681,6 +681,44 @@ async fn slow_client_cut_by_header_timeout() {
     s.shutdown().await.unwrap();
 }
 
+/// With `engine.max_orders_per_sale`, buyers who admit and cancel over and
+/// over stop at the cap: 409 `order_limit`, counted, stock untouched.
+#[tokio::test]
+async fn order_cap_answers_409_order_limit() {
+    let mut s = TestServer::start_with(|c| c.engine.max_orders_per_sale = 2).await;
+    let mut c = s.conn().await;
+    sale(&mut c, "churn", 5, 1).await;
+    for user in 1..=2 {
+        let r = c
+            .post(
+                "/v1/sales/churn/purchase",
+                &format!(r#"{{"user_id":{user}}}"#),
+            )
+            .await;
+        check(&r, 201, "admitted");
+        let order = r.json()["order_id"].as_str().unwrap().to_string();
+        let r = c
+            .post(
+                &format!("/v1/orders/{order}/cancel"),
+                &format!(r#"{{"user_id":{user}}}"#),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    check(
+        &c.post("/v1/sales/churn/purchase", r#"{"user_id":3}"#).await,
+        409,
+        "order_limit",
+    );
+    assert_eq!(c.get("/v1/sales/churn").await.json()["remaining"], 5);
+    let metrics = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains(r#"flashsale_rejections_total{reason="order_limit"} 1"#),
+        "{metrics}"
+    );
+    s.shutdown().await.unwrap();
+}
+
 /// A purchase body that arrives in pieces (its first part with the head,
 /// the rest later) is put together, and the size limit counts every piece.
 #[tokio::test]

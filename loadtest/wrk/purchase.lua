@@ -8,6 +8,10 @@
 -- SKU defaults to "bench"; create it first with a large stock, e.g.
 --   curl -H 'Authorization: Bearer change-me' -d '{"sku":"bench","stock":1000000000000,"per_user_limit":1}' \
 --        http://127.0.0.1:8080/v1/admin/sales
+--
+-- One sale makes at most engine.max_orders_per_sale orders (10 million by
+-- default, about 2.5 minutes of this script at 70k req/s); for longer runs
+-- start the server with e.g. FLASHSALE_ENGINE_MAX_ORDERS_PER_SALE=1000000000.
 
 local threads_started = 0
 

@@ -482,7 +482,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, WalError> {
 
 pub fn verify_with(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport, WalError> {
     let listing = list_dir(storage, dir)?;
-    let engine = Engine::new(engine::EngineConfig { shards: 1 });
+    let engine = Engine::new(engine::EngineConfig::with_shards(1));
     let recovered = replay(storage, dir, &listing, &engine, Walk::Check, u64::MAX, true)?;
     Ok(recovered.verify)
 }

@@ -14,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::{DiscardSink, Engine, EngineConfig, PurchaseOutcome, SaleSpec};
+use engine::{DiscardSink, Engine, EngineConfig, PurchaseOutcome, SaleSpec, ORDER_SEQ_BITS};
 
 /// Wraps the system allocator and counts the bytes it has handed out.
 struct Counting;
@@ -84,7 +84,11 @@ fn measure(shards: u32, orders: u64, with_request_id: bool) -> Measured {
     let base = LIVE_BYTES.load(Ordering::Relaxed);
     PEAK_BYTES.store(base, Ordering::Relaxed);
     let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
-    let engine = Engine::new(EngineConfig { shards });
+    let engine = Engine::new(EngineConfig {
+        shards,
+        // Criterion may run tens of millions of admissions into one sale.
+        max_orders_per_sale: 1 << ORDER_SEQ_BITS,
+    });
     let spec = SaleSpec {
         sku: "hot".to_string(),
         stock: orders,

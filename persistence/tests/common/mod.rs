@@ -13,7 +13,7 @@ use persistence::{
     open_with_storage, FsyncMode, RecoveryReport, SimStorage, Storage, Ticket, Wal, WalConfig,
 };
 
-pub const ENGINE: EngineConfig = EngineConfig { shards: 2 };
+pub const ENGINE: EngineConfig = EngineConfig::with_shards(2);
 
 pub fn sim_dir() -> PathBuf {
     PathBuf::from("/sim/wal")
