@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use engine::{
-    DiscardSink, Engine, EngineConfig, PurchaseOutcome, Rejection, SaleSpec, ORDER_SEQ_BITS,
+    DiscardSink, Engine, EngineConfig, PurchaseOutcome, Rejection, SaleSpec, ORDERS_PER_SALE_MAX,
 };
 
 /// Long enough that nothing expires during a benchmark unless asked to.
@@ -43,7 +43,7 @@ fn engine_with(shards: u32, skus: &[String], stock: u64) -> Engine {
     let engine = Engine::new(EngineConfig {
         shards,
         // Criterion may run tens of millions of admissions into one sale.
-        max_orders_per_sale: 1 << ORDER_SEQ_BITS,
+        max_orders_per_sale: ORDERS_PER_SALE_MAX,
     });
     for sku in skus {
         engine

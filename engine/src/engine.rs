@@ -63,15 +63,22 @@ pub struct EngineConfig {
     /// Number of shards, at least 1.
     pub shards: u32,
     /// Orders one sale may make, cancelled and expired ones included; past
-    /// it, purchases are refused with [`Rejection::OrderLimit`]. Orders stay
-    /// in memory for the life of the sale, and a buyer who admits and
-    /// cancels over and over makes a new one each time: this cap, times the
-    /// sales an operator creates, bounds that memory (~154 bytes per order).
+    /// it, purchases are refused with [`Rejection::OrderLimit`] (admissions
+    /// racing at the cap may end a few over). Orders stay in memory for the
+    /// life of the sale, and a buyer who admits and cancels over and over
+    /// makes a new one each time: this cap, times the sales an operator
+    /// creates, bounds that memory (100–150 bytes per order, BENCHMARKS.md).
+    /// At most [`ORDERS_PER_SALE_MAX`].
     pub max_orders_per_sale: u64,
 }
 
-/// Default [`EngineConfig::max_orders_per_sale`]: ~1.5 GB of orders for one sale.
+/// Default [`EngineConfig::max_orders_per_sale`]: 1–1.5 GB of orders for one sale.
 pub const MAX_ORDERS_PER_SALE_DEFAULT: u64 = 10_000_000;
+
+/// Largest sensible [`EngineConfig::max_orders_per_sale`]: half the order
+/// ids a sale has, so that racing admissions and burned sequence numbers
+/// never reach the end of them.
+pub const ORDERS_PER_SALE_MAX: u64 = 1 << (ORDER_SEQ_BITS - 1);
 
 impl EngineConfig {
     /// `shards` shards and the default order cap.
@@ -493,9 +500,10 @@ impl Engine {
         let open = sale.check_open(now_ms);
         // The sold-out check is one shared read and no write.
         let short = sale.remaining.load(Ordering::Acquire) < u64::from(qty);
-        // So is the order cap's (concurrent admissions may pass it together:
-        // a sale may end a few orders over, never unboundedly).
-        let full = sale.next_seq.load(Ordering::Relaxed) >= self.max_orders_per_sale;
+        // So is the order cap's: orders made, not sequence numbers (a refused
+        // event burns one). Admissions racing at the cap may pass it together,
+        // so a sale may end a few orders over, never unboundedly.
+        let full = sale.order_count.load(Ordering::Relaxed) >= self.max_orders_per_sale;
         if open.is_err() || qty > sale.per_user_limit || short || full {
             // A retry of an admitted request gets its admission back even
             // after the sale sold out or ended, so look for one first.

@@ -19,7 +19,7 @@ mod state;
 mod sync;
 mod types;
 
-pub use crate::engine::{Engine, EngineConfig, MAX_ORDERS_PER_SALE_DEFAULT};
+pub use crate::engine::{Engine, EngineConfig, MAX_ORDERS_PER_SALE_DEFAULT, ORDERS_PER_SALE_MAX};
 pub use crate::event::{DiscardSink, Event, EventSink, SinkError};
 pub use crate::state::{EngineState, OrderRecord, SaleState};
 pub use crate::types::*;

@@ -476,6 +476,31 @@ fn order_cap_bounds_a_sale_with_churn() {
         engine.purchase("cap", 9, 5, None, 4, &mut log),
         PurchaseOutcome::Rejected(Rejection::LimitExceeded)
     );
+    // Purchases the log refused made no order and do not count: a fresh
+    // sale with the same cap still takes three after three refusals.
+    struct FullSink;
+    impl EventSink for FullSink {
+        fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
+            Err(SinkError::Full)
+        }
+    }
+    engine.create_sale(spec("cap2"), 0, &mut log).unwrap();
+    for user in 1..=3u64 {
+        assert_eq!(
+            engine.purchase("cap2", user, 1, None, 1, FullSink),
+            PurchaseOutcome::Rejected(Rejection::Unavailable(SinkError::Full))
+        );
+    }
+    for user in 1..=3u64 {
+        assert!(matches!(
+            engine.purchase("cap2", user, 1, None, 1, &mut log),
+            PurchaseOutcome::Admitted(_)
+        ));
+    }
+    assert_eq!(
+        engine.purchase("cap2", 4, 1, None, 1, &mut log),
+        PurchaseOutcome::Rejected(Rejection::OrderLimit)
+    );
     // Recovery applies the log whatever the cap.
     let replayed = Engine::new(EngineConfig {
         shards: 1,

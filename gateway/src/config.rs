@@ -93,8 +93,6 @@ pub const CONNECTIONS_LIMIT_MAX: u64 = 1 << 20;
 pub const IO_THREADS_MAX: u64 = 256;
 /// Most engine shards a config may ask for.
 pub const SHARDS_MAX: u64 = 1024;
-/// Largest `engine.max_orders_per_sale`: every order id an engine can make.
-pub const ORDERS_PER_SALE_MAX: u64 = 1 << engine::ORDER_SEQ_BITS;
 
 /// `[server]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -266,7 +264,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             .max_orders_per_sale
             .unwrap_or(engine::MAX_ORDERS_PER_SALE_DEFAULT),
         1,
-        ORDERS_PER_SALE_MAX,
+        engine::ORDERS_PER_SALE_MAX,
     )?;
 
     let r = raw.rate_limit;

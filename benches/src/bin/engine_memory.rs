@@ -14,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use engine::{DiscardSink, Engine, EngineConfig, PurchaseOutcome, SaleSpec, ORDER_SEQ_BITS};
+use engine::{DiscardSink, Engine, EngineConfig, PurchaseOutcome, SaleSpec, ORDERS_PER_SALE_MAX};
 
 /// Wraps the system allocator and counts the bytes it has handed out.
 struct Counting;
@@ -87,7 +87,7 @@ fn measure(shards: u32, orders: u64, with_request_id: bool) -> Measured {
     let engine = Engine::new(EngineConfig {
         shards,
         // Criterion may run tens of millions of admissions into one sale.
-        max_orders_per_sale: 1 << ORDER_SEQ_BITS,
+        max_orders_per_sale: ORDERS_PER_SALE_MAX,
     });
     let spec = SaleSpec {
         sku: "hot".to_string(),
