@@ -445,5 +445,13 @@ mod tests {
             &[],
             "engine.max_orders_per_sale",
         );
+        check(
+            "",
+            &[(
+                "FLASHSALE_ENGINE_MAX_ORDERS_PER_SALE",
+                &(engine::ORDERS_PER_SALE_MAX + 1).to_string(),
+            )],
+            "engine.max_orders_per_sale",
+        );
     }
 }

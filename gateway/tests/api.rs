@@ -1108,16 +1108,25 @@ fn purchases_on_own_connections(
     rx
 }
 
+/// A test server whose log is on simulated storage (to hold its writes or
+/// fail them), with `tweak` applied to the test config.
+async fn start_on_sim(
+    tweak: impl FnOnce(&mut gateway::Config),
+) -> (TestServer, persistence::SimStorage) {
+    let sim = persistence::SimStorage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gateway::Config::for_tests(dir.path().join("wal"));
+    tweak(&mut config);
+    let s = TestServer::start_on(dir, config, std::sync::Arc::new(sim.clone())).await;
+    (s, sim)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admissions_answer_only_once_durable() {
     // Purchases on several connections (so on both I/O threads) wait while
     // the log's writer is stuck, and are all answered once it moves on: the
     // per-thread relay neither answers early nor loses a wake-up.
-    let sim = persistence::SimStorage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = gateway::Config::for_tests(dir.path().join("wal"));
-    config.server.io_threads = 2;
-    let mut s = TestServer::start_on(dir, config, std::sync::Arc::new(sim.clone())).await;
+    let (mut s, sim) = start_on_sim(|c| c.server.io_threads = 2).await;
     let mut c = s.conn().await;
     sale(&mut c, "dur", 100, 1).await;
 
@@ -1143,11 +1152,7 @@ async fn admissions_answer_only_once_durable() {
 /// purchases get 503 and readiness turns false.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_full_or_failed_answers_503() {
-    let sim = persistence::SimStorage::new();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = gateway::Config::for_tests(dir.path().join("wal"));
-    config.wal.queue_capacity = 16;
-    let mut s = TestServer::start_on(dir, config, std::sync::Arc::new(sim.clone())).await;
+    let (mut s, sim) = start_on_sim(|c| c.wal.queue_capacity = 16).await;
     let mut c = s.conn().await;
     sale(&mut c, "bp", 1000, 1).await;
 

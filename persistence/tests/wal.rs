@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -50,6 +50,26 @@ fn logged(
     let log = run_ops(&engine, &wal, &random_ops(seed, n));
     wal.shutdown().unwrap();
     (engine, log)
+}
+
+/// 300 random operations logged in 512-byte segments (more than five).
+#[allow(clippy::type_complexity)]
+fn logged_in_small_segments() -> (
+    SimStorage,
+    PathBuf,
+    WalConfig,
+    Engine,
+    Vec<(u64, engine::Event)>,
+    Vec<String>,
+) {
+    let sim = SimStorage::new();
+    let dir = sim_dir();
+    let mut c = config(&dir);
+    c.segment_bytes = 512;
+    let (engine, log) = logged(&sim, c.clone(), 14, 300);
+    let names = segments(&sim, &dir);
+    assert!(names.len() > 5, "{names:?}");
+    (sim, dir, c, engine, log, names)
 }
 
 #[test]
@@ -170,13 +190,7 @@ fn preallocated_zeros_end_every_segment_cleanly() {
     // preallocates): that is the clean end of a segment, closed or last,
     // not a torn tail and not corruption, and the writer appends after the
     // last record.
-    let sim = SimStorage::new();
-    let dir = sim_dir();
-    let mut c = config(&dir);
-    c.segment_bytes = 512;
-    let (engine, log) = logged(&sim, c.clone(), 14, 300);
-    let names = segments(&sim, &dir);
-    assert!(names.len() > 5, "{names:?}");
+    let (sim, dir, c, engine, log, names) = logged_in_small_segments();
     for name in &names {
         let path = dir.join(name);
         let mut bytes = sim.file_bytes(&path).unwrap();
@@ -313,13 +327,7 @@ fn flipped_bit_mid_log_is_corruption_naming_segment_and_offset() {
 
 #[test]
 fn segment_roll_over_and_missing_segment() {
-    let sim = SimStorage::new();
-    let dir = sim_dir();
-    let mut c = config(&dir);
-    c.segment_bytes = 512;
-    let (engine, log) = logged(&sim, c.clone(), 14, 300);
-    let names = segments(&sim, &dir);
-    assert!(names.len() > 5, "{names:?}");
+    let (sim, dir, c, engine, log, names) = logged_in_small_segments();
     for name in &names {
         assert!(sim.file_bytes(&dir.join(name)).unwrap().len() <= 512);
     }
