@@ -83,6 +83,7 @@ struct RawWal {
     snapshot_every_records: Option<u64>,
     queue_capacity: Option<u64>,
     group_commit_delay_us: Option<u64>,
+    writer_slice_us: Option<u64>,
 }
 
 /// Largest request body a config may allow; bodies are small JSON objects.
@@ -193,6 +194,7 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         ("wal", "snapshot_every_records") => raw.wal.snapshot_every_records = num()?,
         ("wal", "queue_capacity") => raw.wal.queue_capacity = num()?,
         ("wal", "group_commit_delay_us") => raw.wal.group_commit_delay_us = num()?,
+        ("wal", "writer_slice_us") => raw.wal.writer_slice_us = num()?,
         _ => return Err(ConfigError::UnknownKey(name.to_string())),
     }
     Ok(())
@@ -317,6 +319,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if let Some(v) = w.group_commit_delay_us {
         wal.group_commit_delay_us = range("wal.group_commit_delay_us", v, 0, 100_000)?;
     }
+    if let Some(v) = w.writer_slice_us {
+        if v != 0 && !(100..=100_000).contains(&v) {
+            return Err(invalid(
+                "wal.writer_slice_us",
+                format!("must be 0 (the kernel's default) or between 100 and 100000, got {v}"),
+            ));
+        }
+        wal.writer_slice_us = v;
+    }
     Ok(Config {
         server,
         engine,
@@ -339,7 +350,7 @@ impl fmt::Display for Config {
              rate_limit.global_rps={} rate_limit.global_burst={} rate_limit.per_client_rps={} \
              rate_limit.per_client_burst={} wal.dir={} wal.fsync={} wal.fsync_interval_ms={} \
              wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={} \
-             wal.group_commit_delay_us={}",
+             wal.group_commit_delay_us={} wal.writer_slice_us={}",
             s.listen,
             s.max_connections,
             s.header_read_timeout.as_millis(),
@@ -358,6 +369,7 @@ impl fmt::Display for Config {
             w.snapshot_every_records,
             w.queue_capacity,
             w.group_commit_delay_us,
+            w.writer_slice_us,
         )
     }
 }
@@ -411,6 +423,11 @@ mod tests {
         );
         let e = env(&[("FLASHSALE_ENGINE_MAX_ORDERS_PER_SALE", "5")]);
         assert_eq!(load("", &e).unwrap().engine.max_orders_per_sale, 5);
+        assert_eq!(load("", &env(&[])).unwrap().wal.writer_slice_us, 100);
+        for v in ["0", "100", "100000"] {
+            let e = env(&[("FLASHSALE_WAL_WRITER_SLICE_US", v)]);
+            assert_eq!(load("", &e).unwrap().wal.writer_slice_us.to_string(), v);
+        }
     }
 
     #[test]
@@ -453,5 +470,12 @@ mod tests {
             )],
             "engine.max_orders_per_sale",
         );
+        for v in ["1", "99", "100001"] {
+            check(
+                "",
+                &[("FLASHSALE_WAL_WRITER_SLICE_US", v)],
+                "wal.writer_slice_us",
+            );
+        }
     }
 }

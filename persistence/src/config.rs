@@ -71,6 +71,13 @@ pub struct WalConfig {
     /// sync (and one round of wake-ups) covers more records. A lone record
     /// (light load) is synced at once. 0 = never wait; default 500.
     pub group_commit_delay_us: u64,
+    /// Time slice the writer thread asks the scheduler for, in µs; 0 = the
+    /// kernel's default. A short slice lets the writer preempt a busy I/O
+    /// thread when its sync completes or its delay ends, instead of
+    /// queueing behind it (see `sched.rs`). Linux 6.12+ (EEVDF) honours
+    /// it, no privilege needed; the kernel clamps it to 100–100 000.
+    /// Default 100.
+    pub writer_slice_us: u64,
 }
 
 impl WalConfig {
@@ -83,6 +90,7 @@ impl WalConfig {
             queue_capacity: 65_536,
             snapshot_every_records: 1_000_000,
             group_commit_delay_us: 500,
+            writer_slice_us: 100,
         }
     }
 }

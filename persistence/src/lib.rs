@@ -18,6 +18,7 @@ mod config;
 mod error;
 pub mod format;
 mod recovery;
+mod sched;
 mod snapshot;
 mod stats;
 pub mod storage;

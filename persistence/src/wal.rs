@@ -470,11 +470,37 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self) {
+        self.request_slice();
         if let Err((context, e)) = self.run_inner() {
             self.shared.fail(context, e);
         }
         // Dropping the sender ends the snapshot thread.
         self.snapshot_tx = None;
+    }
+
+    /// Best effort: without the short slice the log is as correct, only
+    /// slower to acknowledge on a busy machine.
+    fn request_slice(&self) {
+        let us = self.shared.config.writer_slice_us;
+        if us == 0 {
+            return;
+        }
+        match crate::sched::request_slice(Duration::from_micros(us)) {
+            Ok(Some(slice)) => {
+                tracing::debug!(
+                    slice_us = slice.as_micros() as u64,
+                    "log writer scheduler slice set"
+                )
+            }
+            Ok(None) => tracing::info!(
+                "the kernel keeps no time slice for the log writer (needs Linux 6.12+); \
+                 wal.writer_slice_us has no effect"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not set the log writer's time slice; wal.writer_slice_us has no effect"
+            ),
+        }
     }
 
     fn run_inner(&mut self) -> IoResult<()> {
