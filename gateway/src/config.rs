@@ -84,6 +84,7 @@ struct RawWal {
     queue_capacity: Option<u64>,
     group_commit_delay_us: Option<u64>,
     writer_slice_us: Option<u64>,
+    writer_nice: Option<i64>,
 }
 
 /// Largest request body a config may allow; bodies are small JSON objects.
@@ -173,6 +174,13 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
             .map(Some)
             .map_err(|_| invalid(name, format!("expected an unsigned integer, got {value:?}")))
     };
+    let signed = || -> Result<Option<i64>, ConfigError> {
+        value
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| invalid(name, format!("expected an integer, got {value:?}")))
+    };
     let text = || Some(value.to_string());
     match (section, key) {
         ("server", "listen") => raw.server.listen = text(),
@@ -195,6 +203,7 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         ("wal", "queue_capacity") => raw.wal.queue_capacity = num()?,
         ("wal", "group_commit_delay_us") => raw.wal.group_commit_delay_us = num()?,
         ("wal", "writer_slice_us") => raw.wal.writer_slice_us = num()?,
+        ("wal", "writer_nice") => raw.wal.writer_nice = signed()?,
         _ => return Err(ConfigError::UnknownKey(name.to_string())),
     }
     Ok(())
@@ -328,6 +337,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         wal.writer_slice_us = v;
     }
+    if let Some(v) = w.writer_nice {
+        if !(-20..=19).contains(&v) {
+            return Err(invalid(
+                "wal.writer_nice",
+                format!("must be between -20 and 19, got {v}"),
+            ));
+        }
+        wal.writer_nice = v as i32;
+    }
     Ok(Config {
         server,
         engine,
@@ -350,7 +368,8 @@ impl fmt::Display for Config {
              rate_limit.global_rps={} rate_limit.global_burst={} rate_limit.per_client_rps={} \
              rate_limit.per_client_burst={} wal.dir={} wal.fsync={} wal.fsync_interval_ms={} \
              wal.segment_bytes={} wal.snapshot_every_records={} wal.queue_capacity={} \
-             wal.group_commit_delay_us={} wal.writer_slice_us={}",
+             wal.group_commit_delay_us={} wal.writer_slice_us={} \
+             wal.writer_nice={}",
             s.listen,
             s.max_connections,
             s.header_read_timeout.as_millis(),
@@ -370,6 +389,7 @@ impl fmt::Display for Config {
             w.queue_capacity,
             w.group_commit_delay_us,
             w.writer_slice_us,
+            w.writer_nice,
         )
     }
 }
@@ -424,6 +444,18 @@ mod tests {
         let e = env(&[("FLASHSALE_ENGINE_MAX_ORDERS_PER_SALE", "5")]);
         assert_eq!(load("", &e).unwrap().engine.max_orders_per_sale, 5);
         assert_eq!(load("", &env(&[])).unwrap().wal.writer_slice_us, 100);
+        assert_eq!(load("", &env(&[])).unwrap().wal.writer_nice, -10);
+        for v in [-20, 0, 19] {
+            let e = env(&[("FLASHSALE_WAL_WRITER_NICE", &v.to_string())]);
+            assert_eq!(load("", &e).unwrap().wal.writer_nice, v);
+        }
+        assert_eq!(
+            load("[wal]\nwriter_nice = -5\n", &[])
+                .unwrap()
+                .wal
+                .writer_nice,
+            -5
+        );
         for v in ["0", "100", "100000"] {
             let e = env(&[("FLASHSALE_WAL_WRITER_SLICE_US", v)]);
             assert_eq!(load("", &e).unwrap().wal.writer_slice_us.to_string(), v);
@@ -470,6 +502,14 @@ mod tests {
             )],
             "engine.max_orders_per_sale",
         );
+        for (v, needle) in [
+            ("-21", "wal.writer_nice"),
+            ("20", "wal.writer_nice"),
+            ("x", "FLASHSALE_WAL_WRITER_NICE"),
+        ] {
+            check("", &[("FLASHSALE_WAL_WRITER_NICE", v)], needle);
+        }
+        check("[wal]\nwriter_nice = 20\n", &[], "wal.writer_nice");
         for v in ["1", "99", "100001"] {
             check(
                 "",

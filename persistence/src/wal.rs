@@ -470,7 +470,7 @@ impl Writer {
     }
 
     pub(crate) fn run(mut self) {
-        self.request_slice();
+        self.tune_scheduling();
         if let Err((context, e)) = self.run_inner() {
             self.shared.fail(context, e);
         }
@@ -478,28 +478,36 @@ impl Writer {
         self.snapshot_tx = None;
     }
 
-    /// Best effort: without the short slice the log is as correct, only
-    /// slower to acknowledge on a busy machine.
-    fn request_slice(&self) {
-        let us = self.shared.config.writer_slice_us;
-        if us == 0 {
-            return;
+    /// Best effort: without these the log is as correct, only slower to
+    /// acknowledge on a busy machine (see `sched.rs`).
+    fn tune_scheduling(&self) {
+        let config = &self.shared.config;
+        if config.writer_nice != 0 {
+            match crate::sched::set_nice(config.writer_nice) {
+                Ok(()) => tracing::debug!(nice = config.writer_nice, "log writer nice value set"),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => tracing::info!(
+                    nice = config.writer_nice,
+                    "the log writer keeps its priority: a lower nice value needs CAP_SYS_NICE \
+                     (wal.writer_nice)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not set the log writer's nice value"),
+            }
         }
-        match crate::sched::request_slice(Duration::from_micros(us)) {
-            Ok(Some(slice)) => {
-                tracing::debug!(
+        if config.writer_slice_us != 0 {
+            match crate::sched::request_slice(Duration::from_micros(config.writer_slice_us)) {
+                Ok(Some(slice)) => tracing::debug!(
                     slice_us = slice.as_micros() as u64,
                     "log writer scheduler slice set"
-                )
+                ),
+                Ok(None) => tracing::info!(
+                    "the kernel keeps no time slice for the log writer (needs Linux 6.12+); \
+                     wal.writer_slice_us has no effect"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "could not set the log writer's time slice; wal.writer_slice_us has no effect"
+                ),
             }
-            Ok(None) => tracing::info!(
-                "the kernel keeps no time slice for the log writer (needs Linux 6.12+); \
-                 wal.writer_slice_us has no effect"
-            ),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "could not set the log writer's time slice; wal.writer_slice_us has no effect"
-            ),
         }
     }
 
