@@ -6,6 +6,7 @@
 //! is sent only after the log reports its event durable (per `wal.fsync`);
 //! an idempotent repeat waits for every event accepted before it.
 
+pub mod alloc;
 pub mod config;
 pub mod metrics;
 mod purchase_body;

@@ -10,7 +10,7 @@ use gateway::wal;
 use gateway::Config;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: gateway::alloc::MiMalloc = gateway::alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "flashsale", version, about = "Flash-sale engine over HTTP")]
