@@ -32,6 +32,10 @@ use crate::storage::{Storage, StorageFile};
 /// where producers do not wake it for each event.
 const IDLE_POLL: Duration = Duration::from_millis(1);
 
+/// How long the writer sleeps when a producer holds a ticket it has not
+/// pushed yet (it is between two instructions). Rare; see `run_inner`.
+const PRODUCER_WAIT: Duration = Duration::from_micros(20);
+
 /// Position of one event in the log (its LSN). Tickets start at 1 and never
 /// repeat, across restarts too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -494,13 +498,18 @@ impl Writer {
             }
         }
         if config.writer_slice_us != 0 {
+            use crate::sched::SliceOutcome;
             match crate::sched::request_slice(Duration::from_micros(config.writer_slice_us)) {
-                Ok(Some(slice)) => tracing::debug!(
-                    slice_us = slice.as_micros() as u64,
+                Ok(SliceOutcome::Applied) => tracing::debug!(
+                    slice_us = config.writer_slice_us,
                     "log writer scheduler slice set"
                 ),
-                Ok(None) => tracing::info!(
-                    "the kernel keeps no time slice for the log writer (needs Linux 6.12+); \
+                Ok(SliceOutcome::NotFair) => tracing::info!(
+                    "the log writer runs a real-time or deadline policy; \
+                     wal.writer_slice_us is not applied"
+                ),
+                Ok(SliceOutcome::Ignored) => tracing::info!(
+                    "this kernel keeps no time slice per thread (needs Linux 6.12+); \
                      wal.writer_slice_us has no effect"
                 ),
                 Err(e) => tracing::warn!(
@@ -552,8 +561,11 @@ impl Writer {
             }
             if !self.pending.is_empty() {
                 // A producer holds a ticket it has not pushed yet: it is
-                // between two instructions, let it run.
-                std::thread::yield_now();
+                // between two instructions, let it run. A sleep, not a
+                // yield: with its short slice and lower nice value the
+                // writer could be picked again at once by `sched_yield`
+                // and spin while the producer it preempted waits.
+                std::thread::sleep(PRODUCER_WAIT);
                 continue;
             }
             if closing
@@ -564,7 +576,7 @@ impl Writer {
                 return self.sync_current();
             }
             if closing {
-                std::thread::yield_now();
+                std::thread::sleep(PRODUCER_WAIT);
                 continue;
             }
             let timeout = if mode == FsyncMode::Interval && self.synced < self.next_write - 1 {
