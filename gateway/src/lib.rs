@@ -8,6 +8,7 @@
 
 pub mod alloc;
 pub mod config;
+mod drain;
 pub mod metrics;
 mod purchase_body;
 pub mod ratelimit;

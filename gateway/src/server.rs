@@ -24,13 +24,13 @@ use engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::drain::{Drain, Drained};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::timer::CoarseTimer;
@@ -264,7 +264,6 @@ pub async fn run(
 ) -> Result<(), WalError> {
     let limit = shared.config.server.max_connections as usize;
     let semaphore = Arc::new(Semaphore::new(limit));
-    let graceful = GracefulShutdown::new();
     let mut io = IoThreads::start(&shared);
     tokio::pin!(shutdown);
 
@@ -303,7 +302,6 @@ pub async fn run(
         let conn = Accepted {
             stream,
             peer,
-            watcher: graceful.watcher(),
             _open: open,
         };
         // A full hand-over queue must not hold up shutdown.
@@ -318,7 +316,10 @@ pub async fn run(
     shared.stopping.store(true, Ordering::Release);
     tracing::info!("shutting down: no longer accepting, draining connections");
     io.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    // Every connection holds a permit until it has finished: all of them
+    // back means all connections are done.
+    let all_closed = semaphore.acquire_many(limit as u32);
+    if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
         .await
         .is_err()
     {
@@ -371,7 +372,6 @@ impl Drop for OpenConnection {
 struct Accepted {
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    watcher: Watcher,
     _open: OpenConnection,
 }
 
@@ -389,6 +389,8 @@ const HAND_OVER_QUEUE: usize = 1024;
 /// tokio's work-stealing runtime (BENCHMARKS.md).
 struct IoThreads {
     queues: Vec<mpsc::Sender<Accepted>>,
+    /// Each thread's shutdown signal for its connections.
+    drains: Vec<Arc<Drain>>,
     next: usize,
     threads: Vec<(JoinHandle<()>, oneshot::Sender<()>)>,
 }
@@ -400,20 +402,25 @@ impl IoThreads {
             n => n as usize,
         };
         let mut queues = Vec::with_capacity(n);
+        let mut drains = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let (queue_tx, queue_rx) = mpsc::channel(HAND_OVER_QUEUE);
             let (abort_tx, abort_rx) = oneshot::channel();
             let shared = shared.clone();
+            let drain = Arc::new(Drain::default());
+            let thread_drain = drain.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("io-{i}"))
-                .spawn(move || io_thread(queue_rx, abort_rx, shared))
+                .spawn(move || io_thread(queue_rx, abort_rx, thread_drain, shared))
                 .expect("spawn an I/O thread");
             queues.push(queue_tx);
+            drains.push(drain);
             threads.push((handle, abort_tx));
         }
         IoThreads {
             queues,
+            drains,
             next: 0,
             threads,
         }
@@ -429,9 +436,13 @@ impl IoThreads {
         }
     }
 
-    /// No more connections: each thread ends once its connections have.
+    /// No more connections, and those open finish their request in
+    /// progress and close: each thread ends once its connections have.
     fn close(&mut self) {
         self.queues.clear();
+        for drain in &self.drains {
+            drain.start();
+        }
     }
 
     /// Cancels whatever connections are left and joins the threads (blocking).
@@ -461,6 +472,7 @@ impl Drop for IoThreads {
 fn io_thread(
     mut queue: mpsc::Receiver<Accepted>,
     abort: oneshot::Receiver<()>,
+    drain: Arc<Drain>,
     shared: Arc<Shared>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -491,7 +503,12 @@ fn io_thread(
                 tokio::select! {
                     conn = queue.recv() => match conn {
                         Some(conn) => {
-                            connections.spawn(serve_connection(&builder, conn, shared.clone()));
+                            connections.spawn(serve_connection(
+                                &builder,
+                                conn,
+                                drain.clone(),
+                                shared.clone(),
+                            ));
                         }
                         None => break,
                     },
@@ -525,18 +542,23 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
 fn serve_connection(
     builder: &http1::Builder,
     conn: Accepted,
+    drain: Arc<Drain>,
     shared: Arc<Shared>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let Accepted {
         stream,
         peer,
-        watcher,
         _open: open,
     } = conn;
     let ip: IpAddr = peer.ip();
     let service = service_fn(move |req| crate::routes::handle(shared.clone(), ip, req));
-    let conn = tokio::net::TcpStream::from_std(stream)
-        .map(|stream| watcher.watch(builder.serve_connection(TokioIo::new(stream), service)));
+    let conn = tokio::net::TcpStream::from_std(stream).map(|stream| {
+        Drained::new(
+            builder.serve_connection(TokioIo::new(stream), service),
+            drain,
+            |conn| conn.graceful_shutdown(),
+        )
+    });
     async move {
         match conn {
             Ok(conn) => {

@@ -1087,6 +1087,33 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
     wal.shutdown().unwrap();
 }
 
+/// Idle keep-alive connections on every I/O thread are told to close when
+/// shutdown begins, rather than holding it for the 10 s grace period
+/// (`server::SHUTDOWN_GRACE`) until they are cut.
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mut s = TestServer::start().await;
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut c = s.conn().await;
+        assert_eq!(c.get("/healthz").await.status, 200);
+        idle.push(c);
+    }
+    let started = std::time::Instant::now();
+    s.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "idle connections held shutdown for {took:?}"
+    );
+    for c in &mut idle {
+        assert!(
+            c.send(Method::GET, "/healthz", None, None).await.is_err(),
+            "an idle connection is still served after shutdown"
+        );
+    }
+}
+
 /// One purchase per user in `users`, each on its own connection (so spread
 /// over the I/O threads), all at once; the replies arrive on the channel as
 /// they come.
