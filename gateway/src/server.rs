@@ -317,8 +317,9 @@ pub async fn run(
     tracing::info!("shutting down: no longer accepting, draining connections");
     io.close();
     // Every connection holds a permit until it has finished: all of them
-    // back means all connections are done.
-    let all_closed = semaphore.acquire_many(limit as u32);
+    // back means all connections are done. (`max_connections` is at most
+    // `CONNECTIONS_LIMIT_MAX`, 2^20.)
+    let all_closed = semaphore.acquire_many(u32::try_from(limit).unwrap_or(u32::MAX));
     if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
         .await
         .is_err()
