@@ -167,20 +167,8 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
     }) else {
         return Ok(());
     };
-    let num = || -> Result<Option<u64>, ConfigError> {
-        value
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| invalid(name, format!("expected an unsigned integer, got {value:?}")))
-    };
-    let signed = || -> Result<Option<i64>, ConfigError> {
-        value
-            .trim()
-            .parse::<i64>()
-            .map(Some)
-            .map_err(|_| invalid(name, format!("expected an integer, got {value:?}")))
-    };
+    let num = || parse_number::<u64>(name, value, "an unsigned integer");
+    let signed = || parse_number::<i64>(name, value, "an integer");
     let text = || Some(value.to_string());
     match (section, key) {
         ("server", "listen") => raw.server.listen = text(),
@@ -207,6 +195,19 @@ fn apply_env(raw: &mut RawConfig, name: &str, value: &str) -> Result<(), ConfigE
         _ => return Err(ConfigError::UnknownKey(name.to_string())),
     }
     Ok(())
+}
+
+/// An environment variable's value as a number; the error names the variable.
+fn parse_number<T: std::str::FromStr>(
+    name: &str,
+    value: &str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    value
+        .trim()
+        .parse::<T>()
+        .map(Some)
+        .map_err(|_| invalid(name, format!("expected {what}, got {value:?}")))
 }
 
 fn range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {

@@ -729,3 +729,67 @@ fn last_ticket_follows_every_sink() {
     );
     wal.wait_durable(b.ticket().unwrap()).unwrap();
 }
+
+/// The writer applies `writer_nice` and `writer_slice_us` to its own thread.
+/// Raising the nice value needs no privilege; the value chosen (inherited +
+/// 7) is one no other test's writer takes, so it finds this writer among
+/// those of tests running alongside. The slice is checked where the kernel
+/// shows it (`se.slice` in `/proc/.../sched`, EEVDF kernels).
+#[cfg(target_os = "linux")]
+#[test]
+fn writer_thread_takes_its_scheduling_settings() {
+    // SAFETY: getpriority has no memory-safety preconditions.
+    let inherited = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if inherited > 12 {
+        eprintln!("skipped: the test runs at nice {inherited}");
+        return;
+    }
+    let nice = inherited + 7;
+    let sim = SimStorage::new();
+    let mut c = config(&sim_dir());
+    c.writer_nice = nice;
+    c.writer_slice_us = 300;
+    let (_engine, wal, _) = open_sim(&sim, c);
+
+    // (nice, `se.slice` line if any) of every log writer thread.
+    let writers = || -> Vec<(i32, Option<String>)> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            if comm.trim() != "wal-writer" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // Fields after the `(comm)`: state is field 3, nice field 19.
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let Some(Ok(n)) = after.split_whitespace().nth(16).map(str::parse::<i32>) else {
+                continue;
+            };
+            let sched = std::fs::read_to_string(path.join("sched")).unwrap_or_default();
+            let slice = sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .map(str::to_string);
+            out.push((n, slice));
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let ours = loop {
+        if let Some(found) = writers().into_iter().find(|(n, _)| *n == nice) {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log writer thread at nice {nice}: {:?}",
+            writers()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    if let Some(line) = ours.1 {
+        let value = line.rsplit(':').next().unwrap().trim();
+        assert_eq!(value, "300000", "{line}");
+    }
+    wal.shutdown().unwrap();
+}
