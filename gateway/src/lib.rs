@@ -1,22 +1,29 @@
-//! The HTTP/1.1 gateway of flashsale: configuration, the hyper server,
-//! routes, rate limiting and metrics. The `flashsale` binary (`main.rs`) is a
-//! thin shell around [`server::run`].
+//! The HTTP/1.1 gateway of flashsale: configuration, the listener, the
+//! HTTP layer, rate limiting and metrics. The `flashsale` binary
+//! (`main.rs`) is a thin shell around [`server::serve`].
+//!
+//! Layers, each depending only on those after it: [`server`] (listener,
+//! I/O threads, shutdown) → [`http`] (routes and handlers) → [`app`] (the
+//! state every connection shares: engine and log, limiter, counters,
+//! expiry ticker) → `relay`, [`metrics`], [`ratelimit`], [`config`].
 //!
 //! **Invariant:** a 201 admission, or a 200 for pay/cancel or an admin change,
 //! is sent only after the log reports its event durable (per `wal.fsync`);
 //! an idempotent repeat waits for every event accepted before it.
 
 pub mod alloc;
+pub mod app;
 pub mod config;
 mod drain;
+pub mod http;
+mod labels;
 pub mod metrics;
-mod purchase_body;
 pub mod ratelimit;
 mod relay;
-pub mod routes;
 pub mod server;
 pub mod timer;
 pub mod wal;
 
+pub use app::App;
 pub use config::{Config, ConfigError};
-pub use server::{run, serve, ServeError, Shared};
+pub use server::{run, serve, ServeError};

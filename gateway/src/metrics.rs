@@ -7,77 +7,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::Rejection;
 
-/// Routes as counted. `Other` covers unknown paths.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    Purchase,
-    SaleGet,
-    SalesList,
-    OrderGet,
-    OrderCancel,
-    OrderPay,
-    AdminCreate,
-    AdminStock,
-    AdminPause,
-    AdminResume,
-    AdminEnd,
-    Healthz,
-    Readyz,
-    Metrics,
-    Other,
-}
+use crate::http::Route;
+use crate::labels::labelled_enum;
 
-impl Route {
-    const ALL: [Route; 15] = [
-        Route::Purchase,
-        Route::SaleGet,
-        Route::SalesList,
-        Route::OrderGet,
-        Route::OrderCancel,
-        Route::OrderPay,
-        Route::AdminCreate,
-        Route::AdminStock,
-        Route::AdminPause,
-        Route::AdminResume,
-        Route::AdminEnd,
-        Route::Healthz,
-        Route::Readyz,
-        Route::Metrics,
-        Route::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Route::Purchase => "purchase",
-            Route::SaleGet => "sale_get",
-            Route::SalesList => "sales_list",
-            Route::OrderGet => "order_get",
-            Route::OrderCancel => "order_cancel",
-            Route::OrderPay => "order_pay",
-            Route::AdminCreate => "admin_create_sale",
-            Route::AdminStock => "admin_add_stock",
-            Route::AdminPause => "admin_pause",
-            Route::AdminResume => "admin_resume",
-            Route::AdminEnd => "admin_end",
-            Route::Healthz => "healthz",
-            Route::Readyz => "readyz",
-            Route::Metrics => "metrics",
-            Route::Other => "other",
-        }
+labelled_enum! {
+    /// The statuses the gateway answers with, as counted; anything else
+    /// (there should be nothing else) is `Other`.
+    enum Status {
+        Ok => "200",
+        Created => "201",
+        BadRequest => "400",
+        Unauthorized => "401",
+        NotFound => "404",
+        MethodNotAllowed => "405",
+        RequestTimeout => "408",
+        Conflict => "409",
+        PayloadTooLarge => "413",
+        UriTooLong => "414",
+        UnsupportedMediaType => "415",
+        UnprocessableEntity => "422",
+        TooManyRequests => "429",
+        HeadersTooLarge => "431",
+        InternalError => "500",
+        Unavailable => "503",
+        Other => "other",
     }
 }
 
-/// Every status the gateway itself answers with; anything else lands in the
-/// last slot (hyper's own 400/431 never reach the service).
-const STATUSES: [u16; 13] = [
-    200, 201, 400, 401, 404, 405, 409, 413, 422, 429, 500, 503, 0,
-];
-
-fn status_index(status: u16) -> usize {
-    STATUSES
-        .iter()
-        .position(|&s| s == status)
-        .unwrap_or(STATUSES.len() - 1)
+impl Status {
+    fn of(code: u16) -> Status {
+        match code {
+            200 => Status::Ok,
+            201 => Status::Created,
+            400 => Status::BadRequest,
+            401 => Status::Unauthorized,
+            404 => Status::NotFound,
+            405 => Status::MethodNotAllowed,
+            408 => Status::RequestTimeout,
+            409 => Status::Conflict,
+            413 => Status::PayloadTooLarge,
+            414 => Status::UriTooLong,
+            415 => Status::UnsupportedMediaType,
+            422 => Status::UnprocessableEntity,
+            429 => Status::TooManyRequests,
+            431 => Status::HeadersTooLarge,
+            500 => Status::InternalError,
+            503 => Status::Unavailable,
+            // A mapping, not an action: an unexpected status is still counted.
+            _ => Status::Other,
+        }
+    }
 }
 
 /// Rejection reasons as counted (the engine's, by `Rejection::as_str`).
@@ -115,7 +94,7 @@ fn reason_index(r: Rejection) -> usize {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    requests: [[AtomicU64; Status::COUNT]; Route::COUNT],
     pub admissions: AtomicU64,
     pub replays: AtomicU64,
     rejections: [AtomicU64; REASONS.len()],
@@ -129,7 +108,7 @@ pub struct Metrics {
 impl Metrics {
     #[inline]
     pub fn request(&self, route: Route, status: u16) {
-        self.requests[route as usize][status_index(status)].fetch_add(1, Ordering::Relaxed);
+        self.requests[route as usize][Status::of(status) as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     #[inline]
@@ -138,7 +117,7 @@ impl Metrics {
     }
 
     pub fn requests_of(&self, route: Route, status: u16) -> u64 {
-        self.requests[route as usize][status_index(status)].load(Ordering::Relaxed)
+        self.requests[route as usize][Status::of(status) as usize].load(Ordering::Relaxed)
     }
 
     /// Renders the counters (plus the gauges passed in) in Prometheus text format.
@@ -154,18 +133,14 @@ impl Metrics {
         );
         out.push_str("# TYPE flashsale_requests_total counter\n");
         for route in Route::ALL {
-            for (i, status) in STATUSES.iter().enumerate() {
-                let n = load(&self.requests[route as usize][i]);
+            for status in Status::ALL {
+                let n = load(&self.requests[route as usize][status as usize]);
                 if n > 0 {
-                    let status = if *status == 0 {
-                        "other".to_string()
-                    } else {
-                        status.to_string()
-                    };
                     let _ = writeln!(
                         out,
-                        "flashsale_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                        route.as_str()
+                        "flashsale_requests_total{{route=\"{}\",status=\"{}\"}} {n}",
+                        route.as_str(),
+                        status.as_str()
                     );
                 }
             }

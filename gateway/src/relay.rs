@@ -23,8 +23,14 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
-use crate::server::{Core, Shared};
 use crate::wal::{Ticket, Wal, WalError};
+
+/// Where the relay finds the log, which exists only once recovery is done
+/// (the I/O threads, and their relays, start before). A trait so that this
+/// module need not know the application that owns the log.
+pub(crate) trait LogSource: Send + Sync + 'static {
+    fn wal(&self) -> Option<&Wal>;
+}
 
 thread_local! {
     static RELAY: RefCell<Option<Relay>> = const { RefCell::new(None) };
@@ -50,7 +56,7 @@ pub(crate) fn install() {
 /// The relay: waits on the log for the lowest ticket a request of this
 /// thread waits for, then wakes every request whose ticket is settled.
 /// Runs until its runtime is dropped.
-pub(crate) async fn relay_task(shared: Arc<Shared>) {
+pub(crate) async fn relay_task(source: Arc<impl LogSource>) {
     loop {
         let lowest = poll_fn(|cx| {
             with_relay(|relay| match relay.waiters.iter().map(|(t, _)| *t).min() {
@@ -63,13 +69,13 @@ pub(crate) async fn relay_task(shared: Arc<Shared>) {
             .unwrap_or(Poll::Pending)
         })
         .await;
-        // A ticket was handed out, so the log (and the core) exist.
-        let Some(core) = shared.core() else {
+        // A ticket was handed out, so the log exists.
+        let Some(wal) = source.wal() else {
             return;
         };
         // Ok or Err alike: each request's own check below decides.
-        let _ = core.wal.durable(lowest).await;
-        for waker in settled(&core.wal) {
+        let _ = wal.durable(lowest).await;
+        for waker in settled(wal) {
             waker.wake();
         }
     }
@@ -100,12 +106,12 @@ fn with_relay<R>(f: impl FnOnce(&mut Relay) -> R) -> Option<R> {
 /// Resolves once `ticket` is durable (or the log has failed). On an I/O
 /// thread the wake-up comes through the thread's relay; elsewhere it waits
 /// on the log directly.
-pub(crate) async fn durable(core: &Core, ticket: Ticket) -> Result<(), WalError> {
+pub(crate) async fn durable(wal: &Wal, ticket: Ticket) -> Result<(), WalError> {
     if with_relay(|_| ()).is_none() {
-        return core.wal.durable(ticket).await;
+        return wal.durable(ticket).await;
     }
     poll_fn(|cx| {
-        if let Some(result) = core.wal.poll_durable(ticket) {
+        if let Some(result) = wal.poll_durable(ticket) {
             return Poll::Ready(result);
         }
         let idle = with_relay(|relay| {

