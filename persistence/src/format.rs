@@ -11,21 +11,10 @@ use rkyv::util::AlignedVec;
 
 use crate::error::WalError;
 
-/// Format version written in every segment and snapshot header.
-pub const FORMAT_VERSION: u32 = 1;
-pub const SEGMENT_MAGIC: [u8; 8] = *b"FSWALSEG";
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FSWALSNP";
-pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"FSSNPEND";
-/// Segment and snapshot headers: magic, version, flags, first/covered LSN,
-/// reserved, CRC32C of the 28 bytes before it.
-pub const HEADER_BYTES: usize = 32;
-/// Snapshot footer: magic, record count, reserved, CRC32C of the 20 bytes before it.
-pub const FOOTER_BYTES: usize = 24;
-/// Record frame header: payload length and CRC32C.
-pub const FRAME_HEADER_BYTES: usize = 8;
-/// Largest payload accepted. Events are ~50–150 bytes; a bigger length field
-/// is damage, not data.
-pub const RECORD_BYTES_MAX: u32 = 64 << 10;
+pub use crate::layout::{
+    FOOTER_BYTES, FORMAT_VERSION, FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX,
+    SEGMENT_MAGIC, SNAPSHOT_END_MAGIC, SNAPSHOT_MAGIC,
+};
 
 /// CRC of a frame: covers the length field too, so a damaged length is caught
 /// whenever the frame it claims fits in the file.

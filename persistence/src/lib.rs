@@ -17,6 +17,7 @@
 mod config;
 mod error;
 pub mod format;
+mod layout;
 mod recovery;
 mod sched;
 mod snapshot;
@@ -68,7 +69,7 @@ pub fn open_with_storage(
         true,
     )?;
     recovery::clean_up(&*storage, &dir, &listing)?;
-    let shared = Arc::new(wal::Shared::new(
+    let shared = Arc::new(wal::LogShared::new(
         config.clone(),
         storage,
         recovered.next_lsn,
@@ -80,11 +81,14 @@ pub fn open_with_storage(
         (None, None)
     };
     let writer = wal::Writer::new(shared.clone(), recovered.tail, recovered.next_lsn, tx)?;
-    let snapshotter = rx.as_ref().map(|_| snapshot::Snapshotter {
-        shared: shared.clone(),
-        engine_config,
+    let snapshotter = rx.map(|rx| {
+        let snapshotter = snapshot::Snapshotter {
+            shared: shared.clone(),
+            engine_config,
+        };
+        Box::new(move || snapshotter.run(rx)) as wal::SnapshotThread
     });
-    let wal = Wal::start(shared, writer, snapshotter, rx)?;
+    let wal = Wal::start(shared, writer, snapshotter)?;
     let report = recovered.report;
     tracing::info!(
         snapshot_records = report.snapshot_records,

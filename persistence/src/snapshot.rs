@@ -17,13 +17,13 @@ use crate::error::WalError;
 use crate::format::{self, FileKind};
 use crate::recovery::{self, Walk};
 use crate::storage::{Storage, StorageFile};
-use crate::wal::Shared;
+use crate::wal::LogShared;
 
 /// Buffer size of snapshot writes.
 const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
 
 pub(crate) struct Snapshotter {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<LogShared>,
     pub(crate) engine_config: EngineConfig,
 }
 
