@@ -19,6 +19,7 @@ mod error;
 pub mod format;
 mod layout;
 mod recovery;
+mod scan;
 mod sched;
 mod snapshot;
 mod stats;
@@ -57,18 +58,8 @@ pub fn open_with_storage(
     storage
         .create_dir_all(&dir)
         .map_err(|e| WalError::io(format!("creating {}", dir.display()), e))?;
-    let listing = recovery::list_dir(&*storage, &dir)?;
     let engine = Engine::new(engine_config);
-    let recovered = recovery::replay(
-        &*storage,
-        &dir,
-        &listing,
-        &engine,
-        recovery::Walk::Repair,
-        u64::MAX,
-        true,
-    )?;
-    recovery::clean_up(&*storage, &dir, &listing)?;
+    let recovered = recovery::recover(&*storage, &dir, &engine)?;
     let shared = Arc::new(wal::LogShared::new(
         config.clone(),
         storage,

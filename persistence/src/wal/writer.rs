@@ -73,7 +73,7 @@ type IoResult<T> = Result<T, (String, std::io::Error)>;
 impl Writer {
     pub(crate) fn new(
         shared: Arc<LogShared>,
-        tail: Option<crate::recovery::Tail>,
+        tail: Option<crate::scan::Tail>,
         next_lsn: u64,
         snapshot_tx: Option<mpsc::Sender<u64>>,
     ) -> Result<Writer, WalError> {
