@@ -13,6 +13,11 @@
 //! a torn tail of the last segment (including a batch whose pages reached
 //! the disk out of order, see DESIGN.md), unused preallocated zeros, and a
 //! last segment whose creation never completed.
+//!
+//! Code map: the handle and sink in `wal.rs`, its shared state and writer
+//! thread under `wal/`; the one log scanner that recovery, `verify`, `dump`
+//! and the snapshot builder share in `scan.rs`; the byte layout in
+//! `layout.rs` and `format.rs`. DESIGN.md has the full map.
 
 mod config;
 mod error;
