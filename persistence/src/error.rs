@@ -20,7 +20,7 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
-    #[error("{} has format version {version}, this build reads only {}", path.display(), crate::format::FORMAT_VERSION)]
+    #[error("{} has format version {version}, this build reads only {}", path.display(), crate::layout::FORMAT_VERSION)]
     UnsupportedVersion { path: PathBuf, version: u32 },
     /// A record that decodes but that the engine refuses to apply.
     #[error("record in {} at offset {offset} cannot be replayed: {source}", segment.display())]

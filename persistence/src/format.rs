@@ -1,6 +1,7 @@
-//! The bytes on disk: segment and snapshot headers, record frames, file names,
-//! and the scanner that tells a torn tail from corruption. Pure functions on
-//! byte slices, so the tests can cut and flip bytes at will. Layout in DESIGN.md.
+//! The bytes on disk: segment and snapshot headers, record frames and file
+//! names. Pure functions on byte slices, so the tests can cut and flip bytes
+//! at will. The constants live in `layout.rs`; what a bad frame means is
+//! decided by the scanner (`scan/segment.rs`). Layout in DESIGN.md.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -11,21 +12,10 @@ use rkyv::util::AlignedVec;
 
 use crate::error::WalError;
 
-/// Format version written in every segment and snapshot header.
-pub const FORMAT_VERSION: u32 = 1;
-pub const SEGMENT_MAGIC: [u8; 8] = *b"FSWALSEG";
-pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FSWALSNP";
-pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"FSSNPEND";
-/// Segment and snapshot headers: magic, version, flags, first/covered LSN,
-/// reserved, CRC32C of the 28 bytes before it.
-pub const HEADER_BYTES: usize = 32;
-/// Snapshot footer: magic, record count, reserved, CRC32C of the 20 bytes before it.
-pub const FOOTER_BYTES: usize = 24;
-/// Record frame header: payload length and CRC32C.
-pub const FRAME_HEADER_BYTES: usize = 8;
-/// Largest payload accepted. Events are ~50–150 bytes; a bigger length field
-/// is damage, not data.
-pub const RECORD_BYTES_MAX: u32 = 64 << 10;
+pub use crate::layout::{
+    FOOTER_BYTES, FORMAT_VERSION, FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX,
+    SEGMENT_MAGIC, SNAPSHOT_END_MAGIC, SNAPSHOT_MAGIC,
+};
 
 /// CRC of a frame: covers the length field too, so a damaged length is caught
 /// whenever the frame it claims fits in the file.
@@ -192,101 +182,6 @@ pub fn read_frame(bytes: &[u8], offset: usize) -> Result<std::ops::Range<usize>,
         return Err(FrameError::Checksum);
     }
     Ok(start..end)
-}
-
-/// What scanning one segment found.
-#[derive(Clone, Debug)]
-pub struct SegmentScan {
-    pub first_lsn: u64,
-    /// Payload ranges of the good records, in order.
-    pub records: Vec<std::ops::Range<usize>>,
-    /// Bytes up to the end of the last good record.
-    pub valid_len: u64,
-    /// Bytes past `valid_len` judged a torn tail (0 unless `is_last`).
-    pub torn_bytes: u64,
-    /// Zeros at the end: space the writer preallocated and never used.
-    pub unused_bytes: u64,
-}
-
-/// Scans a whole segment. Zeros from a bad frame to the end are unused
-/// preallocated space: the clean end of the segment. In the last segment a
-/// bad frame followed by no good frame anywhere after it, or by zeros that
-/// show unsynced writes before the next good frame (see `unsynced_gap`), is
-/// a torn tail: the writer never got to sync it, so
-/// nobody was told it was durable. Any other bad frame is corruption: good data
-/// after it proves the log went on past it. A resynchronising search for a good
-/// frame (byte by byte, checking length bound and checksum) decides which.
-pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool) -> Result<SegmentScan, WalError> {
-    let first_lsn = decode_header(FileKind::Segment, path, bytes)?;
-    let mut records = Vec::with_capacity(bytes.len() / 64);
-    let mut offset = HEADER_BYTES;
-    while offset < bytes.len() {
-        match read_frame(bytes, offset) {
-            Ok(range) => {
-                offset = range.end;
-                records.push(range);
-            }
-            Err(err) => {
-                // Preallocated space is all zeros, and a frame never starts
-                // with a zero length: what follows the last record there.
-                let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                if used <= offset {
-                    return Ok(SegmentScan {
-                        first_lsn,
-                        records,
-                        valid_len: offset as u64,
-                        torn_bytes: 0,
-                        unused_bytes: (bytes.len() - offset) as u64,
-                    });
-                }
-                // A good frame starts with a non-zero length, so before `used`.
-                let resumes = (offset + 1..used).find(|&o| read_frame(bytes, o).is_ok());
-                let torn = is_last
-                    && match resumes {
-                        None => true,
-                        Some(good) => unsynced_gap(bytes, offset, good),
-                    };
-                if !torn {
-                    return Err(WalError::corrupted(path, offset as u64, err.reason()));
-                }
-                return Ok(SegmentScan {
-                    first_lsn,
-                    records,
-                    valid_len: offset as u64,
-                    torn_bytes: (bytes.len() - offset) as u64,
-                    unused_bytes: 0,
-                });
-            }
-        }
-    }
-    Ok(SegmentScan {
-        first_lsn,
-        records,
-        valid_len: offset as u64,
-        torn_bytes: 0,
-        unused_bytes: 0,
-    })
-}
-
-/// Whether the bad bytes at `offset`, before a good frame at `good`, show
-/// writes that never reached the disk: zeros where the next frame's header
-/// should be, or a whole zeroed 512-byte sector. Synced bytes never read
-/// back as zeros (they read as written or fail their checksum), and a frame
-/// holds no zeroed sector, so those bytes were never synced; a record is
-/// acknowledged only once everything before it is synced, so nothing from
-/// `offset` on was acknowledged. That is how a torn batch looks in a
-/// preallocated file after power loss: the device stored some of its pages
-/// and not others, over zeros rather than past the file's end.
-fn unsynced_gap(bytes: &[u8], offset: usize, good: usize) -> bool {
-    const SECTOR: usize = 512;
-    let header_zero = bytes[offset..(offset + FRAME_HEADER_BYTES).min(good)]
-        .iter()
-        .all(|&b| b == 0);
-    let first_sector = offset.div_ceil(SECTOR) * SECTOR;
-    let zero_sector = (first_sector..good.saturating_sub(SECTOR - 1))
-        .step_by(SECTOR)
-        .any(|s| bytes[s..s + SECTOR].iter().all(|&b| b == 0));
-    header_zero || zero_sector
 }
 
 /// `wal-<first LSN, 20 digits>.log`: names sort in LSN order.

@@ -13,11 +13,18 @@
 //! a torn tail of the last segment (including a batch whose pages reached
 //! the disk out of order, see DESIGN.md), unused preallocated zeros, and a
 //! last segment whose creation never completed.
+//!
+//! Code map: the handle and sink in `wal.rs`, its shared state and writer
+//! thread under `wal/`; the one log scanner that recovery, `verify`, `dump`
+//! and the snapshot builder share in `scan.rs`; the byte layout in
+//! `layout.rs` and `format.rs`. DESIGN.md has the full map.
 
 mod config;
 mod error;
 pub mod format;
+mod layout;
 mod recovery;
+mod scan;
 mod sched;
 mod snapshot;
 mod stats;
@@ -56,19 +63,9 @@ pub fn open_with_storage(
     storage
         .create_dir_all(&dir)
         .map_err(|e| WalError::io(format!("creating {}", dir.display()), e))?;
-    let listing = recovery::list_dir(&*storage, &dir)?;
     let engine = Engine::new(engine_config);
-    let recovered = recovery::replay(
-        &*storage,
-        &dir,
-        &listing,
-        &engine,
-        recovery::Walk::Repair,
-        u64::MAX,
-        true,
-    )?;
-    recovery::clean_up(&*storage, &dir, &listing)?;
-    let shared = Arc::new(wal::Shared::new(
+    let recovered = recovery::recover(&*storage, &dir, &engine)?;
+    let shared = Arc::new(wal::LogShared::new(
         config.clone(),
         storage,
         recovered.next_lsn,
@@ -80,11 +77,14 @@ pub fn open_with_storage(
         (None, None)
     };
     let writer = wal::Writer::new(shared.clone(), recovered.tail, recovered.next_lsn, tx)?;
-    let snapshotter = rx.as_ref().map(|_| snapshot::Snapshotter {
-        shared: shared.clone(),
-        engine_config,
+    let snapshotter = rx.map(|rx| {
+        let snapshotter = snapshot::Snapshotter {
+            shared: shared.clone(),
+            engine_config,
+        };
+        Box::new(move || snapshotter.run(rx)) as wal::SnapshotThread
     });
-    let wal = Wal::start(shared, writer, snapshotter, rx)?;
+    let wal = Wal::start(shared, writer, snapshotter)?;
     let report = recovered.report;
     tracing::info!(
         snapshot_records = report.snapshot_records,

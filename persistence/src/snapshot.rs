@@ -15,15 +15,15 @@ use engine::{Engine, EngineConfig, Event, EventSink, SinkError};
 
 use crate::error::WalError;
 use crate::format::{self, FileKind};
-use crate::recovery::{self, Walk};
+use crate::scan::{self, Records, ScanOptions};
 use crate::storage::{Storage, StorageFile};
-use crate::wal::Shared;
+use crate::wal::LogShared;
 
 /// Buffer size of snapshot writes.
 const SNAPSHOT_WRITE_BYTES: usize = 1 << 20;
 
 pub(crate) struct Snapshotter {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<LogShared>,
     pub(crate) engine_config: EngineConfig,
 }
 
@@ -88,16 +88,14 @@ pub(crate) fn write_snapshot(
     engine_config: EngineConfig,
     covered: u64,
 ) -> Result<(), WalError> {
-    let listing = recovery::list_dir(storage, dir)?;
+    let listing = scan::list_dir(storage, dir)?;
     let scratch = Engine::new(engine_config);
-    let rebuilt = recovery::replay(
+    let rebuilt = scan::scan(
         storage,
         dir,
         &listing,
-        &scratch,
-        Walk::Repair,
-        covered,
-        false,
+        ScanOptions::closed_before(covered),
+        Records::Apply(&scratch),
     )?;
     if rebuilt.next_lsn != covered {
         return Err(WalError::corrupted(

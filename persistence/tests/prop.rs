@@ -7,17 +7,17 @@ use common::*;
 use persistence::SimStorage;
 use proptest::prelude::*;
 
-fn op() -> impl Strategy<Value = Op> {
+fn op() -> impl Strategy<Value = SimOp> {
     prop_oneof![
         6 => (0..SALES, 0u8..8, 1u32..4, proptest::option::of(0u8..16))
-            .prop_map(|(sale, user, qty, request)| Op::Purchase { sale, user, qty, request }),
-        2 => any::<u16>().prop_map(Op::Pay),
-        2 => any::<u16>().prop_map(Op::Cancel),
-        1 => Just(Op::Expire),
-        1 => (0..SALES, 1u64..5).prop_map(|(sale, add)| Op::AddStock { sale, add }),
-        1 => (0..SALES).prop_map(Op::Pause),
-        1 => (0..SALES).prop_map(Op::Resume),
-        1 => (0..SALES).prop_map(Op::End),
+            .prop_map(|(sale, user, qty, request)| SimOp::Purchase { sale, user, qty, request }),
+        2 => any::<u16>().prop_map(SimOp::Pay),
+        2 => any::<u16>().prop_map(SimOp::Cancel),
+        1 => Just(SimOp::Expire),
+        1 => (0..SALES, 1u64..5).prop_map(|(sale, add)| SimOp::AddStock { sale, add }),
+        1 => (0..SALES).prop_map(SimOp::Pause),
+        1 => (0..SALES).prop_map(SimOp::Resume),
+        1 => (0..SALES).prop_map(SimOp::End),
     ]
 }
 

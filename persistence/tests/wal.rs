@@ -377,7 +377,7 @@ fn snapshot_and_replay_equal_live_state() {
         log: &log,
         last: None,
     };
-    let mut driver = Driver::new(&engine, &mut tee);
+    let mut driver = SimDriver::new(&engine, &mut tee);
     for (i, op) in ops.iter().enumerate() {
         driver.step(&engine, op, &mut tee);
         if i % 100 == 99 {
@@ -428,7 +428,7 @@ fn durable_future_is_cancel_safe_and_runtime_agnostic() {
     let (engine, wal, _) = open_sim(&sim, config(&sim_dir()));
     sim.hold_writes(true);
     let mut sink = wal.sink();
-    let _ = Driver::new(&engine, &mut sink);
+    let _ = SimDriver::new(&engine, &mut sink);
     let ticket = sink.ticket().unwrap();
     let flag = Arc::new(Flag(Default::default(), std::thread::current()));
     let waker = Waker::from(flag.clone());
@@ -457,7 +457,7 @@ fn full_queue_is_back_pressure_and_nothing_is_lost() {
     c.queue_capacity = 4;
     let (engine, wal, _) = open_sim(&sim, c.clone());
     let mut sink = wal.sink();
-    let _ = Driver::new(&engine, &mut sink);
+    let _ = SimDriver::new(&engine, &mut sink);
     wal.wait_durable(sink.ticket().unwrap()).unwrap();
     sim.hold_writes(true);
     let mut full = 0;
@@ -505,7 +505,7 @@ fn drive_until_failure(
         log: &log,
         last: None,
     };
-    let mut driver = Driver::new(engine, &mut tee);
+    let mut driver = SimDriver::new(engine, &mut tee);
     if let Some(t) = tee.last {
         if wal.wait_durable(t).is_ok() {
             acked = t.0;
@@ -580,7 +580,7 @@ fn power_loss_keeps_every_acknowledged_event() {
             log: &log,
             last: None,
         };
-        let mut driver = Driver::new(&engine, &mut tee);
+        let mut driver = SimDriver::new(&engine, &mut tee);
         let mut acked = 0;
         // Acknowledge only some events: the rest may or may not survive.
         for (i, op) in random_ops(seed, 200).iter().enumerate() {
@@ -681,7 +681,7 @@ fn interval_mode_syncs_in_the_background() {
     c.fsync_interval_ms = 2;
     let (engine, wal, _) = open_sim(&sim, c);
     let mut sink = wal.sink();
-    let _ = Driver::new(&engine, &mut sink);
+    let _ = SimDriver::new(&engine, &mut sink);
     // Acknowledged at once...
     wal.wait_durable(sink.ticket().unwrap()).unwrap();
     // ...and synced within a few intervals.
@@ -776,8 +776,15 @@ fn writer_thread_takes_its_scheduling_settings() {
         out
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let slice_of = |line: &str| line.rsplit(':').next().unwrap().trim().to_string();
     let ours = loop {
-        if let Some(found) = writers().into_iter().find(|(n, _)| *n == nice) {
+        // The writer sets its nice value before its slice: wait for both,
+        // or until the deadline (then the assertion below says which).
+        let found = writers().into_iter().find(|(n, _)| *n == nice);
+        let settled = found
+            .as_ref()
+            .is_some_and(|(_, slice)| slice.as_deref().is_none_or(|l| slice_of(l) == "300000"));
+        if let Some(found) = found.filter(|_| settled || std::time::Instant::now() >= deadline) {
             break found;
         }
         assert!(
@@ -788,8 +795,7 @@ fn writer_thread_takes_its_scheduling_settings() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
     if let Some(line) = ours.1 {
-        let value = line.rsplit(':').next().unwrap().trim();
-        assert_eq!(value, "300000", "{line}");
+        assert_eq!(slice_of(&line), "300000", "{line}");
     }
     wal.shutdown().unwrap();
 }

@@ -49,7 +49,7 @@ impl EventSink for Tee<'_> {
 
 /// One random operation on the engine.
 #[derive(Clone, Debug)]
-pub enum Op {
+pub enum SimOp {
     Purchase {
         sale: u8,
         user: u8,
@@ -75,13 +75,13 @@ pub fn sku(sale: u8) -> String {
 }
 
 /// Drives the engine; `now` moves 10 ms per op so reservations (TTL 100 ms) expire.
-pub struct Driver {
+pub struct SimDriver {
     pub now: u64,
     pub orders: Vec<(OrderId, u64)>,
 }
 
-impl Driver {
-    pub fn new(engine: &Engine, sink: &mut dyn EventSink) -> Driver {
+impl SimDriver {
+    pub fn new(engine: &Engine, sink: &mut dyn EventSink) -> SimDriver {
         for s in 0..SALES {
             let spec = SaleSpec {
                 sku: sku(s),
@@ -95,18 +95,18 @@ impl Driver {
                 .create_sale(spec, 0, &mut *sink)
                 .expect("create sale");
         }
-        Driver {
+        SimDriver {
             now: 1,
             orders: Vec::new(),
         }
     }
 
     /// Applies `op`; returns whether the engine logged something.
-    pub fn step(&mut self, engine: &Engine, op: &Op, sink: &mut dyn EventSink) {
+    pub fn step(&mut self, engine: &Engine, op: &SimOp, sink: &mut dyn EventSink) {
         self.now += 10;
         let now = self.now;
         match *op {
-            Op::Purchase {
+            SimOp::Purchase {
                 sale,
                 user,
                 qty,
@@ -124,28 +124,28 @@ impl Driver {
                     self.orders.push((a.order_id, a.user_id));
                 }
             }
-            Op::Pay(n) if !self.orders.is_empty() => {
+            SimOp::Pay(n) if !self.orders.is_empty() => {
                 let (id, _) = self.orders[n as usize % self.orders.len()];
                 engine.pay(id, now, &mut *sink);
             }
-            Op::Cancel(n) if !self.orders.is_empty() => {
+            SimOp::Cancel(n) if !self.orders.is_empty() => {
                 let (id, user) = self.orders[n as usize % self.orders.len()];
                 engine.cancel(id, user, now, &mut *sink);
             }
-            Op::Pay(_) | Op::Cancel(_) => {}
-            Op::Expire => {
+            SimOp::Pay(_) | SimOp::Cancel(_) => {}
+            SimOp::Expire => {
                 engine.expire_due(now, &mut *sink);
             }
-            Op::AddStock { sale, add } => {
+            SimOp::AddStock { sale, add } => {
                 let _ = engine.add_stock(&sku(sale), add, now, &mut *sink);
             }
-            Op::Pause(s) => {
+            SimOp::Pause(s) => {
                 let _ = engine.pause(&sku(s), now, &mut *sink);
             }
-            Op::Resume(s) => {
+            SimOp::Resume(s) => {
                 let _ = engine.resume(&sku(s), now, &mut *sink);
             }
-            Op::End(s) => {
+            SimOp::End(s) => {
                 let _ = engine.end(&sku(s), now, &mut *sink);
             }
         }
@@ -153,7 +153,7 @@ impl Driver {
 }
 
 /// A seeded stream of ops (xorshift, no extra dependency on rand's API).
-pub fn random_ops(seed: u64, n: usize) -> Vec<Op> {
+pub fn random_ops(seed: u64, n: usize) -> Vec<SimOp> {
     let mut x = seed | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -166,25 +166,25 @@ pub fn random_ops(seed: u64, n: usize) -> Vec<Op> {
             let r = next();
             let a = (r >> 8) as u8;
             match r % 20 {
-                0..=9 => Op::Purchase {
+                0..=9 => SimOp::Purchase {
                     sale: a % SALES,
                     user: (r >> 16) as u8 % 8,
                     qty: (r >> 24) as u32 % 3 + 1,
                     request: ((r >> 32) % 2 == 0).then_some((r >> 40) as u8 % 16),
                 },
-                10..=12 => Op::Pay((r >> 8) as u16),
-                13..=15 => Op::Cancel((r >> 8) as u16),
-                16 => Op::Expire,
-                17 => Op::AddStock {
+                10..=12 => SimOp::Pay((r >> 8) as u16),
+                13..=15 => SimOp::Cancel((r >> 8) as u16),
+                16 => SimOp::Expire,
+                17 => SimOp::AddStock {
                     sale: a % SALES,
                     add: (r >> 16) % 5 + 1,
                 },
-                18 => Op::Pause(a % SALES),
+                18 => SimOp::Pause(a % SALES),
                 _ => {
                     if (r >> 20) % 8 == 0 {
-                        Op::End(a % SALES)
+                        SimOp::End(a % SALES)
                     } else {
-                        Op::Resume(a % SALES)
+                        SimOp::Resume(a % SALES)
                     }
                 }
             }
@@ -202,7 +202,7 @@ pub fn replayed(log: &[(u64, Event)], n: usize) -> Engine {
 }
 
 /// Runs `ops` single-threaded through the log; returns the logged events.
-pub fn run_ops(engine: &Engine, wal: &Wal, ops: &[Op]) -> Vec<(u64, Event)> {
+pub fn run_ops(engine: &Engine, wal: &Wal, ops: &[SimOp]) -> Vec<(u64, Event)> {
     let log = Mutex::new(Vec::new());
     {
         let mut tee = Tee {
@@ -210,7 +210,7 @@ pub fn run_ops(engine: &Engine, wal: &Wal, ops: &[Op]) -> Vec<(u64, Event)> {
             log: &log,
             last: None,
         };
-        let mut driver = Driver::new(engine, &mut tee);
+        let mut driver = SimDriver::new(engine, &mut tee);
         for op in ops {
             driver.step(engine, op, &mut tee);
         }
