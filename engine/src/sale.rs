@@ -120,13 +120,17 @@ impl SaleEntry {
         let paid = self.paid.load(Ordering::Acquire);
         let remaining = self.remaining.load(Ordering::Acquire);
         let reserved = total.saturating_sub(remaining).saturating_sub(paid);
-        let phase = match self.status.load(StdOrdering::Acquire) {
-            STATUS_ENDED => SalePhase::Ended,
-            _ if self.ends_at_ms.is_some_and(|end| now_ms >= end) => SalePhase::Ended,
-            STATUS_PAUSED => SalePhase::Paused,
-            _ if self.starts_at_ms.is_some_and(|start| now_ms < start) => SalePhase::Scheduled,
-            _ if remaining == 0 => SalePhase::SoldOut,
-            _ => SalePhase::Open,
+        let past_end = self.ends_at_ms.is_some_and(|end| now_ms >= end);
+        // Every status named, so a new one cannot show as some other phase.
+        let phase = match self.status() {
+            SaleStatus::Ended => SalePhase::Ended,
+            SaleStatus::Paused | SaleStatus::Open if past_end => SalePhase::Ended,
+            SaleStatus::Paused => SalePhase::Paused,
+            SaleStatus::Open if self.starts_at_ms.is_some_and(|start| now_ms < start) => {
+                SalePhase::Scheduled
+            }
+            SaleStatus::Open if remaining == 0 => SalePhase::SoldOut,
+            SaleStatus::Open => SalePhase::Open,
         };
         SaleView {
             sku: self.sku.clone(),
