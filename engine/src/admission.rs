@@ -161,8 +161,9 @@ impl Engine {
         })
     }
 
-    /// The answer to a repeat of request `order_id` was recorded under:
-    /// the earlier admission if it matches, else why not.
+    /// The answer to a repeated request whose idempotency record holds
+    /// `order_id` (or `IDEM_PENDING`): the earlier admission if it was for
+    /// this sale and quantity, else why not.
     fn replay_admission(
         &self,
         sale: &SaleEntry,

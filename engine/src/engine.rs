@@ -73,6 +73,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine with no sales.
     pub fn new(config: EngineConfig) -> Engine {
         let shards = config.shards.max(1);
         Engine {
@@ -99,6 +100,7 @@ impl Engine {
         &self.shards[(h % self.shards.len() as u64) as usize]
     }
 
+    /// The sale of `sku`, looked up in the shard the SKU hashes to.
     pub(crate) fn find_sale(&self, sku: &str) -> Option<Arc<SaleEntry>> {
         let shard = &self.shards[self.shard_of_sku(sku) as usize];
         shard.sales.load().get(sku).cloned()
@@ -123,6 +125,7 @@ impl Engine {
         sale
     }
 
+    /// The sale an order id names and the shard that holds its orders.
     pub(crate) fn order_home(&self, order_id: OrderId) -> Option<(Arc<SaleEntry>, &SkuShard)> {
         let sale = self.sale_by_ordinal(order_id.ordinal())?;
         let shard = &self.shards[sale.shard as usize];

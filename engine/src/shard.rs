@@ -23,8 +23,9 @@ use crate::sync::{AtomicU32, Ordering};
 /// Marks an idempotency entry whose admission is being decided right now.
 pub(crate) const IDEM_PENDING: u64 = u64::MAX;
 
-/// Multiplicative hasher for keys the engine assigns itself (order ids). Keys a
-/// client chooses (user ids) keep std's randomly keyed SipHash against
+/// Multiplicative hasher for maps whose keys no client can insert (the SKUs
+/// of a shard's sales, which only an operator creates). Keys a client chooses
+/// (user ids, request ids) use [`KeyedBuild`] instead, randomly keyed against
 /// hash flooding.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
@@ -69,6 +70,7 @@ pub(crate) struct SkuShard {
 }
 
 impl SkuShard {
+    /// An empty shard.
     pub(crate) fn new() -> SkuShard {
         SkuShard {
             sales: ArcSwap::from_pointee(HashMap::default()),
@@ -93,6 +95,8 @@ impl SkuShard {
         }
     }
 
+    /// Adds `qty` to `user`'s holding in sale `ordinal` if that keeps it
+    /// within `limit`; a refused first hold leaves no entry behind.
     pub(crate) fn try_hold(&self, ordinal: u32, user_id: u64, qty: u32, limit: u32) -> bool {
         let key = (ordinal, user_id);
         // Straight to the entry: in a flash sale most buyers are new, and a
