@@ -10,11 +10,29 @@
 //! state.
 //!
 //! Start with [`Engine`]; the outcomes and views are in this crate's root.
+//!
+//! **Layout.** Files depend one way, bottom to top, with no circles:
+//! - `sync`, [`gate`]: the atomics and the compare-and-swap loops on them;
+//! - `event`, `types`, `state`: plain data (events and sinks, requests,
+//!   outcomes and views, the sorted state picture);
+//! - `orders`, `sale`, `shard`: one sale's order table, one sale's live
+//!   counters and status, one shard's sales, holdings and queues;
+//! - `engine`: [`Engine`], its config and the sale registry;
+//! - one `impl Engine` per concern on top: `admin` (sales), `admission`
+//!   (purchase, the hot path), `lifecycle` (order lookup, pay, cancel,
+//!   expiry), `apply` (rebuilding from events), `snapshot` (state, export).
 
+mod admin;
+mod admission;
+mod apply;
 mod engine;
 mod event;
 pub mod gate;
+mod lifecycle;
 mod orders;
+mod sale;
+mod shard;
+mod snapshot;
 mod state;
 mod sync;
 mod types;

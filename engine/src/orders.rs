@@ -26,7 +26,7 @@ const FIRST_BUCKET: u64 = 1 << FIRST_BUCKET_BITS;
 /// Enough buckets for every sequence number an order id can carry.
 const BUCKETS: usize = (ORDER_SEQ_BITS - FIRST_BUCKET_BITS + 1) as usize;
 
-// Layout of `Slot::word`: state in the low byte, lock in bit 8, qty above.
+// Layout of `OrderSlot::word`: state in the low byte, lock in bit 8, qty above.
 const STATE_MASK: u64 = 0xff;
 const LOCKED: u64 = 1 << 8;
 const QTY_SHIFT: u32 = 32;
@@ -54,7 +54,7 @@ fn decode_state(word: u64) -> Option<OrderState> {
 
 /// One order: 24 bytes, all atomics so that zeroed memory is a valid, vacant slot.
 #[repr(C)]
-struct Slot {
+struct OrderSlot {
     word: AtomicU64,
     user_id: AtomicU64,
     expires_at_ms: AtomicU64,
@@ -62,7 +62,7 @@ struct Slot {
 
 /// A plain copy of one order. `created_at_ms` is derived from the sale's TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Order {
+pub(crate) struct OrderEntry {
     pub user_id: u64,
     pub expires_at_ms: u64,
     pub qty: u32,
@@ -77,11 +77,11 @@ fn locate(seq: u64) -> (usize, usize) {
 }
 
 fn bucket_layout(bucket: usize) -> Layout {
-    Layout::array::<Slot>((FIRST_BUCKET << bucket) as usize).expect("bucket layout fits")
+    Layout::array::<OrderSlot>((FIRST_BUCKET << bucket) as usize).expect("bucket layout fits")
 }
 
 pub(crate) struct OrderTable {
-    buckets: [AtomicPtr<Slot>; BUCKETS],
+    buckets: [AtomicPtr<OrderSlot>; BUCKETS],
 }
 
 impl OrderTable {
@@ -92,7 +92,7 @@ impl OrderTable {
     }
 
     /// The slot for `seq`, if its bucket exists.
-    fn slot(&self, seq: u64) -> Option<&Slot> {
+    fn slot(&self, seq: u64) -> Option<&OrderSlot> {
         if seq >= 1 << ORDER_SEQ_BITS {
             return None;
         }
@@ -107,15 +107,15 @@ impl OrderTable {
         Some(unsafe { &*base.add(index) })
     }
 
-    fn slot_or_alloc(&self, seq: u64) -> &Slot {
+    fn slot_or_alloc(&self, seq: u64) -> &OrderSlot {
         assert!(seq < 1 << ORDER_SEQ_BITS, "order sequence exhausted");
         let (bucket, index) = locate(seq);
         let mut base = self.buckets[bucket].load(Ordering::Acquire);
         if base.is_null() {
             let layout = bucket_layout(bucket);
             // SAFETY: the layout has a non-zero size. Zeroed bytes are valid
-            // `Slot`s: three `AtomicU64`s, which have the layout of `u64`.
-            let fresh = unsafe { alloc_zeroed(layout) }.cast::<Slot>();
+            // `OrderSlot`s: three `AtomicU64`s, which have the layout of `u64`.
+            let fresh = unsafe { alloc_zeroed(layout) }.cast::<OrderSlot>();
             if fresh.is_null() {
                 handle_alloc_error(layout);
             }
@@ -139,7 +139,7 @@ impl OrderTable {
     }
 
     /// Writes a new reserved order at `seq`. Each `seq` is written once.
-    pub fn insert(&self, seq: u64, order: Order) -> bool {
+    pub fn insert(&self, seq: u64, order: OrderEntry) -> bool {
         let slot = self.slot_or_alloc(seq);
         if slot.word.load(Ordering::Acquire) != VACANT {
             return false;
@@ -153,11 +153,11 @@ impl OrderTable {
         true
     }
 
-    pub fn get(&self, seq: u64) -> Option<Order> {
+    pub fn get(&self, seq: u64) -> Option<OrderEntry> {
         let slot = self.slot(seq)?;
         let word = slot.word.load(Ordering::Acquire);
         let state = decode_state(word)?;
-        Some(Order {
+        Some(OrderEntry {
             user_id: slot.user_id.load(Ordering::Relaxed),
             expires_at_ms: slot.expires_at_ms.load(Ordering::Relaxed),
             qty: (word >> QTY_SHIFT) as u32,
@@ -183,7 +183,7 @@ impl OrderTable {
                     )
                     .is_ok()
             {
-                let order = Order {
+                let order = OrderEntry {
                     user_id: slot.user_id.load(Ordering::Relaxed),
                     expires_at_ms: slot.expires_at_ms.load(Ordering::Relaxed),
                     qty: (word >> QTY_SHIFT) as u32,
@@ -216,9 +216,9 @@ unsafe impl Sync for OrderTable {}
 
 /// An order locked for a change of state; unlocks on drop.
 pub(crate) struct OrderGuard<'a> {
-    slot: &'a Slot,
+    slot: &'a OrderSlot,
     /// The order as it was when locked.
-    pub order: Order,
+    pub order: OrderEntry,
     word: u64,
 }
 
@@ -262,7 +262,7 @@ mod tests {
         let table = OrderTable::new();
         assert_eq!(table.get(5), None);
         assert!(table.lock(5).is_none());
-        let order = Order {
+        let order = OrderEntry {
             user_id: 9,
             expires_at_ms: 77,
             qty: 3,

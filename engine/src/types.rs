@@ -109,6 +109,27 @@ pub enum SalePhase {
 }
 
 impl SalePhase {
+    /// Every phase, in [`SalePhase::index`] order.
+    pub const ALL: [SalePhase; 5] = [
+        SalePhase::Scheduled,
+        SalePhase::Open,
+        SalePhase::Paused,
+        SalePhase::SoldOut,
+        SalePhase::Ended,
+    ];
+
+    /// Position in [`SalePhase::ALL`]. A new variant does not compile until
+    /// it has an arm here; give it the next index and add it to `ALL`.
+    pub const fn index(self) -> usize {
+        match self {
+            SalePhase::Scheduled => 0,
+            SalePhase::Open => 1,
+            SalePhase::Paused => 2,
+            SalePhase::SoldOut => 3,
+            SalePhase::Ended => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SalePhase::Scheduled => "scheduled",
@@ -208,6 +229,44 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason, in [`Rejection::index`] order: what metrics are sized
+    /// and labelled from. `Unavailable` stands for all its sink errors, which
+    /// share one label.
+    pub const ALL: [Rejection; 12] = [
+        Rejection::SoldOut,
+        Rejection::LimitExceeded,
+        Rejection::NotStarted,
+        Rejection::Ended,
+        Rejection::Paused,
+        Rejection::UnknownSku,
+        Rejection::InvalidSku,
+        Rejection::InvalidQuantity,
+        Rejection::RequestIdReused,
+        Rejection::InProgress,
+        Rejection::OrderLimit,
+        Rejection::Unavailable(SinkError::Full),
+    ];
+
+    /// Position in [`Rejection::ALL`], e.g. of a metric counter. A new
+    /// variant does not compile until it has an arm here; give it the next
+    /// index and add it to `ALL`.
+    pub const fn index(self) -> usize {
+        match self {
+            Rejection::SoldOut => 0,
+            Rejection::LimitExceeded => 1,
+            Rejection::NotStarted => 2,
+            Rejection::Ended => 3,
+            Rejection::Paused => 4,
+            Rejection::UnknownSku => 5,
+            Rejection::InvalidSku => 6,
+            Rejection::InvalidQuantity => 7,
+            Rejection::RequestIdReused => 8,
+            Rejection::InProgress => 9,
+            Rejection::OrderLimit => 10,
+            Rejection::Unavailable(_) => 11,
+        }
+    }
+
     /// Machine-readable reason, as the HTTP API and metrics spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -248,6 +307,25 @@ pub enum OrderState {
 }
 
 impl OrderState {
+    /// Every state, in [`OrderState::index`] order.
+    pub const ALL: [OrderState; 4] = [
+        OrderState::Reserved,
+        OrderState::Paid,
+        OrderState::Cancelled,
+        OrderState::Expired,
+    ];
+
+    /// Position in [`OrderState::ALL`]. A new variant does not compile until
+    /// it has an arm here; give it the next index and add it to `ALL`.
+    pub const fn index(self) -> usize {
+        match self {
+            OrderState::Reserved => 0,
+            OrderState::Paid => 1,
+            OrderState::Cancelled => 2,
+            OrderState::Expired => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderState::Reserved => "reserved",
@@ -258,7 +336,11 @@ impl OrderState {
     }
     /// Whether an order in this state holds its units.
     pub fn holds_units(self) -> bool {
-        matches!(self, OrderState::Reserved | OrderState::Paid)
+        // Every state named: a new one must say whether it holds units.
+        match self {
+            OrderState::Reserved | OrderState::Paid => true,
+            OrderState::Cancelled | OrderState::Expired => false,
+        }
     }
 }
 
@@ -286,6 +368,28 @@ pub enum OrderRejection {
 }
 
 impl OrderRejection {
+    /// Every reason, in [`OrderRejection::index`] order. `Unavailable`
+    /// stands for all its sink errors, which share one label.
+    pub const ALL: [OrderRejection; 5] = [
+        OrderRejection::UnknownOrder,
+        OrderRejection::Paid,
+        OrderRejection::Cancelled,
+        OrderRejection::Expired,
+        OrderRejection::Unavailable(SinkError::Full),
+    ];
+
+    /// Position in [`OrderRejection::ALL`]. A new variant does not compile
+    /// until it has an arm here; give it the next index and add it to `ALL`.
+    pub const fn index(self) -> usize {
+        match self {
+            OrderRejection::UnknownOrder => 0,
+            OrderRejection::Paid => 1,
+            OrderRejection::Cancelled => 2,
+            OrderRejection::Expired => 3,
+            OrderRejection::Unavailable(_) => 4,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrderRejection::UnknownOrder => "unknown_order",
@@ -328,3 +432,23 @@ pub enum ApplyError {
     #[error("invalid event: {0}")]
     Invalid(&'static str),
 }
+
+/// Checks at compile time that an enum's `ALL` is in `index` order, so a
+/// label list and the arrays it sizes cannot drift apart. (That every variant
+/// is in `ALL` is tested in `tests/labels.rs`.)
+macro_rules! assert_all_in_index_order {
+    ($($t:ident),*) => {$(
+        const _: () = {
+            let mut i = 0;
+            while i < $t::ALL.len() {
+                assert!(
+                    $t::ALL[i].index() == i,
+                    concat!(stringify!($t), "::ALL is out of index order")
+                );
+                i += 1;
+            }
+        };
+    )*};
+}
+
+assert_all_in_index_order!(SalePhase, Rejection, OrderState, OrderRejection);

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 const SKUS: [&str; 3] = ["hot", "cold.1", "x-2"];
 
 #[derive(Clone, Debug)]
-enum Op {
+enum ModelOp {
     Create {
         sku: usize,
         stock: u64,
@@ -50,24 +50,24 @@ enum Op {
     },
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op() -> impl Strategy<Value = ModelOp> {
     prop_oneof![
         1 => (0..3usize, 0..6u64, 0..4u32, proptest::option::of((0..50u64, 1..400u64)), 1..300u64)
-            .prop_map(|(sku, stock, limit, window, ttl)| Op::Create {
+            .prop_map(|(sku, stock, limit, window, ttl)| ModelOp::Create {
                 sku, stock, limit,
                 window: window.map(|(s, len)| (s, s + len)),
                 ttl,
             }),
         8 => (0..3usize, 0..4u64, 0..4u32, proptest::option::of(0..4u64))
-            .prop_map(|(sku, user, qty, request)| Op::Purchase { sku, user, qty, request }),
-        2 => (0..40usize).prop_map(|order| Op::Pay { order }),
-        2 => (0..40usize, 0..4u64).prop_map(|(order, user)| Op::Cancel { order, user }),
-        1 => Just(Op::Expire),
-        1 => (0..3usize, 0..4u64).prop_map(|(sku, add)| Op::AddStock { sku, add }),
-        1 => (0..3usize).prop_map(|sku| Op::Pause { sku }),
-        1 => (0..3usize).prop_map(|sku| Op::Resume { sku }),
-        1 => (0..3usize).prop_map(|sku| Op::End { sku }),
-        3 => (0..120u64).prop_map(|ms| Op::Advance { ms }),
+            .prop_map(|(sku, user, qty, request)| ModelOp::Purchase { sku, user, qty, request }),
+        2 => (0..40usize).prop_map(|order| ModelOp::Pay { order }),
+        2 => (0..40usize, 0..4u64).prop_map(|(order, user)| ModelOp::Cancel { order, user }),
+        1 => Just(ModelOp::Expire),
+        1 => (0..3usize, 0..4u64).prop_map(|(sku, add)| ModelOp::AddStock { sku, add }),
+        1 => (0..3usize).prop_map(|sku| ModelOp::Pause { sku }),
+        1 => (0..3usize).prop_map(|sku| ModelOp::Resume { sku }),
+        1 => (0..3usize).prop_map(|sku| ModelOp::End { sku }),
+        3 => (0..120u64).prop_map(|ms| ModelOp::Advance { ms }),
     ]
 }
 
@@ -315,14 +315,14 @@ fn order_ids(model: &Model) -> Vec<u64> {
     model.orders.keys().copied().collect()
 }
 
-fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
+fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
     let engine = Engine::new(EngineConfig::with_shards(shards));
     let mut model = Model::default();
     let mut events: Vec<Event> = Vec::new();
     let mut now = 1_000u64;
     for op in ops {
         match op {
-            Op::Create {
+            ModelOp::Create {
                 sku,
                 stock,
                 limit,
@@ -347,7 +347,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
                 );
                 prop_assert_eq!(got, want);
             }
-            Op::Purchase {
+            ModelOp::Purchase {
                 sku,
                 user,
                 qty,
@@ -357,7 +357,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
                 let want = model.purchase(sku, user, qty, request, now);
                 prop_assert_eq!(got, want);
             }
-            Op::Pay { order } => {
+            ModelOp::Pay { order } => {
                 let ids = order_ids(&model);
                 let id = ids.get(order).copied().unwrap_or(u64::MAX >> 1);
                 let got = match engine.pay(OrderId(id), now, &mut events) {
@@ -369,7 +369,7 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, model.pay(id));
             }
-            Op::Cancel { order, user } => {
+            ModelOp::Cancel { order, user } => {
                 let ids = order_ids(&model);
                 let id = ids.get(order).copied().unwrap_or(7);
                 let got = match engine.cancel(OrderId(id), user, now, &mut events) {
@@ -381,30 +381,30 @@ fn run(ops: Vec<Op>, shards: u32) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, model.cancel(id, user));
             }
-            Op::Expire => {
+            ModelOp::Expire => {
                 let got = engine.expire_due(now, &mut events);
                 prop_assert!(!got.deferred);
                 prop_assert_eq!(got.expired, model.expire(now));
             }
-            Op::AddStock { sku, add } => {
+            ModelOp::AddStock { sku, add } => {
                 let got = engine
                     .add_stock(SKUS[sku], add, now, &mut events)
                     .map(|_| ());
                 prop_assert_eq!(got, model.add_stock(sku, add));
             }
-            Op::Pause { sku } => {
+            ModelOp::Pause { sku } => {
                 let got = engine.pause(SKUS[sku], now, &mut events).map(|_| ());
                 prop_assert_eq!(got, model.set_status(sku, "paused"));
             }
-            Op::Resume { sku } => {
+            ModelOp::Resume { sku } => {
                 let got = engine.resume(SKUS[sku], now, &mut events).map(|_| ());
                 prop_assert_eq!(got, model.set_status(sku, "open"));
             }
-            Op::End { sku } => {
+            ModelOp::End { sku } => {
                 let got = engine.end(SKUS[sku], now, &mut events).map(|_| ());
                 prop_assert_eq!(got, model.set_status(sku, "ended"));
             }
-            Op::Advance { ms } => now += ms,
+            ModelOp::Advance { ms } => now += ms,
         }
         // Conservation after every step, for every sale.
         for (&sku, m) in &model.sales {
