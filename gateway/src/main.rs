@@ -90,9 +90,27 @@ fn load_config(path: &Path) -> Result<Config> {
         }
         Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env = config_env()?;
     gateway::config::load(&text, &env)
         .with_context(|| format!("configuration ({})", path.display()))
+}
+
+/// The environment as the loader takes it. `std::env::vars` would panic on
+/// a variable that is not UTF-8; those are skipped, except a `FLASHSALE_*`
+/// one, which is refused: it may be a key, and a key must not be dropped.
+fn config_env() -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => env.push((name, value)),
+            (Ok(name), Err(_)) if name.starts_with("FLASHSALE_") => {
+                anyhow::bail!("environment variable {name} is not valid UTF-8")
+            }
+            // Not UTF-8 and not ours: no key can be named by it.
+            _ => {}
+        }
+    }
+    Ok(env)
 }
 
 fn serve(config_path: &Path) -> ExitCode {
@@ -139,7 +157,8 @@ async fn serve_async(config: Config) -> Result<()> {
             "wal.fsync = \"never\": acknowledged orders can be lost on a crash (benchmarks only)"
         );
     }
-    if config.server.admin_token == "change-me" {
+    // On a non-loopback address the loader refuses the default token.
+    if config.server.admin_token == gateway::config::ADMIN_TOKEN_DEFAULT {
         tracing::warn!("server.admin_token is the documented default; set a secret one");
     }
     // Handlers first, so a SIGTERM during start-up is a clean shutdown too.

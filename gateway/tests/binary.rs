@@ -204,4 +204,14 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
     let (code, err) = run("[wal]\nfsync = \"maybe\"\n", &[]);
     assert_ne!(code, Some(0));
     assert!(err.contains("wal.fsync"), "{err}");
+    // A FLASHSALE_* variable that names no key (here a typo of
+    // FLASHSALE_RATE_LIMIT_GLOBAL_RPS) stops start-up rather than leaving
+    // the sale without its rate limit.
+    let (code, err) = run("", &[("FLASHSALE_RATELIMIT_GLOBAL_RPS", "1000")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("FLASHSALE_RATELIMIT_GLOBAL_RPS"), "{err}");
+    // The documented admin token on a non-loopback address.
+    let (code, err) = run("", &[("FLASHSALE_SERVER_LISTEN", "0.0.0.0:0")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("server.admin_token"), "{err}");
 }

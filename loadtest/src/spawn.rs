@@ -122,6 +122,25 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// The spawned server's config file: only the keys a load test sets on
+/// purpose. Every other key takes the binary's own default (declared once,
+/// in the gateway's key table), so no default is copied here to drift.
+/// Listen address, WAL dir and admin token are passed in the environment.
+fn server_config(fsync: &str) -> String {
+    format!(
+        "# Written by flashsale-loadtest --spawn: only what a load test sets;\n\
+         # every other key is the server's default.\n\
+         [rate_limit]\n\
+         # Off: the test measures the server, not its limiter.\n\
+         global_rps = 0\n\
+         per_client_rps = 0\n\
+         \n\
+         [wal]\n\
+         fsync = {}\n",
+        toml_str(fsync)
+    )
+}
+
 /// Writes the config, starts the server and waits until it is ready.
 pub async fn spawn_server(opts: &SpawnOptions) -> Result<Spawned> {
     let dir = tempfile::Builder::new()
@@ -132,43 +151,17 @@ pub async fn spawn_server(opts: &SpawnOptions) -> Result<Spawned> {
     let listen = format!("127.0.0.1:{port}");
     let wal = dir.path().join("wal");
     std::fs::create_dir_all(&wal).context("creating WAL dir")?;
-    let config = format!(
-        r#"[server]
-listen = {listen}
-admin_token = {token}
-max_connections = 10000
-header_read_timeout_ms = 5000
-max_body_bytes = 4096
-
-[engine]
-shards = 0
-
-[rate_limit]
-global_rps = 0
-global_burst = 0
-per_client_rps = 0
-per_client_burst = 0
-
-[wal]
-dir = {wal}
-fsync = {fsync}
-fsync_interval_ms = 5
-segment_bytes = 67108864
-snapshot_every_records = 1000000
-"#,
-        listen = toml_str(&listen),
-        token = toml_str(&opts.admin_token),
-        wal = toml_str(&wal.to_string_lossy()),
-        fsync = toml_str(&opts.fsync),
-    );
     let config_path = dir.path().join("flashsale.toml");
-    std::fs::write(&config_path, config).context("writing server config")?;
+    std::fs::write(&config_path, server_config(&opts.fsync)).context("writing server config")?;
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).context("creating server log")?;
     let child = Command::new(&opts.bin)
         .arg("serve")
         .arg("--config")
         .arg(&config_path)
+        // In the environment rather than the file: it wins over the file
+        // and over any FLASHSALE_* the caller exported, which may still
+        // tune the other keys of the spawned server.
         .env("FLASHSALE_SERVER_LISTEN", &listen)
         .env("FLASHSALE_WAL_DIR", &wal)
         .env("FLASHSALE_SERVER_ADMIN_TOKEN", &opts.admin_token)
@@ -254,5 +247,33 @@ impl Spawned {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spawned server's file names only keys the repository's
+    /// documented config.toml has (so a renamed key fails here, not at a
+    /// rehearsal), sets few of them, and escapes the fsync mode.
+    #[test]
+    fn server_config_sets_only_documented_keys() {
+        let documented: toml::Table = include_str!("../../config.toml").parse().unwrap();
+        let ours: toml::Table = server_config("interval").parse().unwrap();
+        let mut count = 0;
+        for (section, keys) in &ours {
+            for name in keys.as_table().unwrap().keys() {
+                assert!(
+                    documented[section].get(name).is_some(),
+                    "{section}.{name} is not in config.toml"
+                );
+                count += 1;
+            }
+        }
+        assert_eq!(count, 3);
+        assert_eq!(ours["wal"]["fsync"].as_str(), Some("interval"));
+        let odd: toml::Table = server_config("a\"b").parse().unwrap();
+        assert_eq!(odd["wal"]["fsync"].as_str(), Some("a\"b"));
     }
 }
