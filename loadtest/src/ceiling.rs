@@ -6,10 +6,10 @@
 //! runtime, so it behaves like a separate one-core process and does not steal
 //! the generator's runtime workers.
 
-use crate::client::{Conn, Target};
+use crate::client::{ClientConn, Target};
 use crate::report::Report;
 use crate::scenario::Scenario;
-use crate::stats::{Op, Stats};
+use crate::stats::{OpKind, Stats};
 use crate::workload::Pacer;
 use crate::{build_report, phase, Built};
 use anyhow::{Context, Result};
@@ -135,7 +135,7 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
         let mut pacer = Pacer::new(opts.rate, opts.connections, w, start);
         let timeout = Duration::from_millis(opts.timeout_ms);
         set.spawn(async move {
-            let mut conn = Conn::new(target, timeout);
+            let mut conn = ClientConn::new(target, timeout);
             let mut stats = Stats::new(start);
             while Instant::now() < deadline {
                 let scheduled = pacer.slot().await;
@@ -144,7 +144,7 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
                     Ok(_) => "ok",
                     Err(e) => e.label(),
                 };
-                stats.record(Op::Get, scheduled, Instant::now(), &r, label);
+                stats.record(OpKind::Get, scheduled, Instant::now(), &r, label);
             }
             (stats, conn.dials)
         });

@@ -34,7 +34,7 @@ pub use verify::Verdict;
 use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use report::{ErrorSummary, OpLatency, PhaseReport, SkuReport};
-use stats::{LatencySummary, Op, Stats};
+use stats::{LatencySummary, OpKind, Stats};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,7 +81,7 @@ fn clock_seed() -> u64 {
 async fn setup_skus(opts: &RunOptions, target: &client::Target, seed: u64) -> Result<Vec<SkuInfo>> {
     let sc = &opts.scenario;
     let admin = client::bearer(&opts.admin_token)?;
-    let mut conn = client::Conn::new(
+    let mut conn = client::ClientConn::new(
         target.clone(),
         Duration::from_millis(sc.timeout_ms.max(5_000)),
     );
@@ -182,7 +182,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
     let planned: Vec<(usize, workload::Ack)> = acks
         .iter()
         .enumerate()
-        .filter(|(_, a)| a.via == Op::Purchase && a.action != Action::Keep)
+        .filter(|(_, a)| a.via == OpKind::Purchase && a.action != Action::Keep)
         .map(|(i, a)| (i, a.clone()))
         .collect();
     let settle_bar = progress_bar(opts.quiet, planned.len() as u64, "settle");
@@ -331,7 +331,7 @@ pub(crate) fn build_report(b: Built) -> Report {
         duration_s: secs,
         throughput_rps: requests as f64 / secs.max(1e-9),
         latency: (!combined.is_empty()).then(|| LatencySummary::of(&combined)),
-        latency_by_op: Op::ALL
+        latency_by_op: OpKind::ALL
             .iter()
             .filter_map(|&op| {
                 b.stats.histogram(op).map(|h| OpLatency {

@@ -1,9 +1,9 @@
 //! The run report: one serializable struct, rendered as text for the
 //! terminal, JSON for machines (`--json`) and HTML for people (`--html`).
 
-use crate::api::Sale;
+use crate::api::SaleDoc;
 use crate::scenario::Scenario;
-use crate::stats::{HistogramBucket, LatencySummary, Op, ResponseCount, TimelinePoint};
+use crate::stats::{HistogramBucket, LatencySummary, OpKind, ResponseCount, TimelinePoint};
 use crate::verify::Verdict;
 use crate::workload::Tally;
 use serde::Serialize;
@@ -21,7 +21,7 @@ pub struct PhaseReport {
 /// Latency of one kind of request.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpLatency {
-    pub op: Op,
+    pub op: OpKind,
     pub latency: LatencySummary,
 }
 
@@ -38,9 +38,9 @@ pub struct ErrorSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct SkuReport {
     pub sku: String,
-    pub before: Sale,
-    pub after_rush: Option<Sale>,
-    pub at_end: Option<Sale>,
+    pub before: SaleDoc,
+    pub after_rush: Option<SaleDoc>,
+    pub at_end: Option<SaleDoc>,
     pub users: u64,
     pub demand_units: u64,
     pub admitted_units: u64,

@@ -7,8 +7,8 @@
 //! those orders; no user may hold more than the limit; and when demand
 //! exceeded supply, exactly the supply must have been admitted.
 
-use crate::api::{self, Order, OrderLookup, Sale};
-use crate::client::Conn;
+use crate::api::{self, OrderDoc, OrderLookup, SaleDoc};
+use crate::client::ClientConn;
 use crate::workload::{Ack, Action, Ctx, Expected, Tally};
 use anyhow::Result;
 use serde::Serialize;
@@ -97,7 +97,7 @@ pub async fn lookup_orders(ctx: &Ctx, acks: &[Ack]) -> Vec<OrderLookup> {
         let ids = Arc::clone(&ids);
         let next = Arc::clone(&next);
         let admin = ctx.admin.clone();
-        let mut conn = Conn::new(
+        let mut conn = ClientConn::new(
             ctx.target.clone(),
             Duration::from_millis(ctx.scenario.timeout_ms),
         );
@@ -134,11 +134,11 @@ pub struct Evidence<'a> {
     pub lookups: &'a [OrderLookup],
     pub tally: &'a Tally,
     /// Sales read between the rush and the settle phase.
-    pub after_rush: &'a [Sale],
+    pub after_rush: &'a [SaleDoc],
     /// When `after_rush` was read (ms since epoch).
     pub after_rush_ms: u64,
     /// Sales read at the end.
-    pub final_sales: &'a [Sale],
+    pub final_sales: &'a [SaleDoc],
     /// When the lookups ran (ms since epoch); expiry is judged against it.
     pub now_ms: u64,
     /// Whether every user got to make their purchase before the deadline.
@@ -146,7 +146,7 @@ pub struct Evidence<'a> {
     pub qty: u32,
 }
 
-fn expiry_passed(ack: &Ack, order: Option<&Order>, now_ms: u64) -> bool {
+fn expiry_passed(ack: &Ack, order: Option<&OrderDoc>, now_ms: u64) -> bool {
     let at = order.map_or(ack.expires_at_ms, |o| {
         o.expires_at_ms.max(ack.expires_at_ms)
     });
@@ -495,8 +495,8 @@ fn state_key(s: &str) -> &'static str {
 }
 
 /// Reads every SKU's sale.
-pub async fn read_sales(ctx: &Ctx) -> Result<Vec<Sale>> {
-    let mut conn = Conn::new(
+pub async fn read_sales(ctx: &Ctx) -> Result<Vec<SaleDoc>> {
+    let mut conn = ClientConn::new(
         ctx.target.clone(),
         Duration::from_millis(ctx.scenario.timeout_ms),
     );

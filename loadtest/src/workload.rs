@@ -11,10 +11,10 @@
 //! per-worker `Pacer` hands out send slots at `rate / connections`, as wrk2
 //! does, and latency is taken from the slot, not from the actual send.
 
-use crate::api::Reply;
-use crate::client::{Conn, Response, Target, TransportError};
+use crate::api::HttpReply;
+use crate::client::{ClientConn, Response, Target, TransportError};
 use crate::scenario::Scenario;
-use crate::stats::{Op, Stats};
+use crate::stats::{OpKind, Stats};
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::Method;
@@ -59,7 +59,7 @@ pub struct Ack {
     pub qty: u32,
     pub expires_at_ms: u64,
     /// Which request got it admitted.
-    pub via: Op,
+    pub via: OpKind,
     pub action: Action,
     pub expected: Expected,
 }
@@ -70,7 +70,7 @@ pub struct SkuInfo {
     pub name: String,
     pub purchase_path: String,
     pub per_user_limit: u32,
-    pub baseline: crate::api::Sale,
+    pub baseline: crate::api::SaleDoc,
 }
 
 /// Counters of logical outcomes, beyond per-response counts.
@@ -269,7 +269,7 @@ impl Pacer {
 
 /// The result of one logical request after retries.
 enum Call {
-    Done(Response, Reply),
+    Done(Response, HttpReply),
     Abandoned,
 }
 
@@ -278,10 +278,10 @@ fn admission(
     sku: usize,
     user_id: u64,
     qty: u32,
-    via: Op,
+    via: OpKind,
     action: Action,
     r: &Response,
-    reply: &Reply,
+    reply: &HttpReply,
 ) -> Option<Ack> {
     let order_id = reply.order_id.clone()?;
     if !(r.code == 201 || r.code == 200) || reply.status.as_deref() != Some("admitted") {
@@ -302,7 +302,7 @@ fn admission(
 /// A worker: one connection, one pacer, private measurements.
 pub struct Worker {
     ctx: Arc<Ctx>,
-    conn: Conn,
+    conn: ClientConn,
     pacer: Pacer,
     pub stats: Stats,
     pub tally: Tally,
@@ -314,7 +314,7 @@ impl Worker {
     pub fn new(ctx: Arc<Ctx>, index: u32) -> Worker {
         let s = &ctx.scenario;
         Worker {
-            conn: Conn::new(ctx.target.clone(), Duration::from_millis(s.timeout_ms)),
+            conn: ClientConn::new(ctx.target.clone(), Duration::from_millis(s.timeout_ms)),
             pacer: Pacer::new(s.rate, s.connections, index, Instant::now()),
             stats: Stats::new(ctx.start),
             tally: Tally::new(ctx.skus.len()),
@@ -327,7 +327,14 @@ impl Worker {
     /// Sends one logical request, retrying with the identical body (so the
     /// same request_id) on timeouts, broken connections, 429, 503 and
     /// `409 in_progress`, as a well-behaved client would.
-    async fn call(&mut self, op: Op, method: Method, path: &str, body: Bytes, admin: bool) -> Call {
+    async fn call(
+        &mut self,
+        op: OpKind,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        admin: bool,
+    ) -> Call {
         let max_retries = self.ctx.scenario.max_retries;
         let backoff_cap = Duration::from_millis(self.ctx.scenario.retry_backoff_max_ms);
         let body = if body.is_empty() { None } else { Some(body) };
@@ -344,7 +351,7 @@ impl Worker {
             let done = Instant::now();
             let (reply, label) = match &result {
                 Ok(r) => {
-                    let reply = Reply::parse(&r.body);
+                    let reply = HttpReply::parse(&r.body);
                     let label = reply.label().to_string();
                     (Some(reply), label)
                 }
@@ -447,7 +454,7 @@ impl Worker {
                 .to_string(),
         );
         let (r, reply) = match self
-            .call(Op::Purchase, Method::POST, path, body.clone(), false)
+            .call(OpKind::Purchase, Method::POST, path, body.clone(), false)
             .await
         {
             Call::Done(r, reply) => (r, reply),
@@ -457,7 +464,7 @@ impl Worker {
                 return;
             }
         };
-        let Some(ack) = admission(sku, user_id, s.qty, Op::Purchase, action, &r, &reply) else {
+        let Some(ack) = admission(sku, user_id, s.qty, OpKind::Purchase, action, &r, &reply) else {
             if r.code == 409 && reply.status.as_deref() == Some("sold_out") {
                 self.tally.sold_out += 1;
                 let at = ctx.start.elapsed().as_micros() as u64;
@@ -478,7 +485,10 @@ impl Worker {
         self.acks.push(ack);
 
         if unit(seed, i, 3) < s.replay_fraction {
-            match self.call(Op::Replay, Method::POST, path, body, false).await {
+            match self
+                .call(OpKind::Replay, Method::POST, path, body, false)
+                .await
+            {
                 Call::Done(r, reply) => {
                     if r.code == 200 && reply.order_id.as_deref() == Some(order_id.as_str()) {
                         self.tally.replays_ok += 1;
@@ -491,9 +501,15 @@ impl Worker {
                         ));
                         // A replay that minted another order is a second
                         // acknowledged order and must be verified too.
-                        if let Some(ack) =
-                            admission(sku, user_id, s.qty, Op::Replay, Action::Keep, &r, &reply)
-                        {
+                        if let Some(ack) = admission(
+                            sku,
+                            user_id,
+                            s.qty,
+                            OpKind::Replay,
+                            Action::Keep,
+                            &r,
+                            &reply,
+                        ) {
                             if ack.order_id != order_id {
                                 self.acks.push(ack);
                             }
@@ -514,13 +530,19 @@ impl Worker {
                     .to_string(),
             );
             match self
-                .call(Op::OverLimit, Method::POST, path, body, false)
+                .call(OpKind::OverLimit, Method::POST, path, body, false)
                 .await
             {
                 Call::Done(r, reply) => {
-                    if let Some(ack) =
-                        admission(sku, user_id, limit, Op::OverLimit, Action::Keep, &r, &reply)
-                    {
+                    if let Some(ack) = admission(
+                        sku,
+                        user_id,
+                        limit,
+                        OpKind::OverLimit,
+                        Action::Keep,
+                        &r,
+                        &reply,
+                    ) {
                         // Legitimate once the first reservation has expired.
                         if crate::api::now_ms() >= expires_at_ms {
                             self.tally.over_limit_after_expiry += 1;
@@ -561,14 +583,14 @@ impl Worker {
             let (op, path, body, admin, target) = match ack.action {
                 Action::Keep => continue,
                 Action::Cancel => (
-                    Op::Cancel,
+                    OpKind::Cancel,
                     format!("/v1/orders/{}/cancel", ack.order_id),
                     Bytes::from(serde_json::json!({"user_id": ack.user_id}).to_string()),
                     false,
                     "cancelled",
                 ),
                 Action::Pay => (
-                    Op::Pay,
+                    OpKind::Pay,
                     format!("/v1/orders/{}/pay", ack.order_id),
                     Bytes::new(),
                     true,
@@ -577,7 +599,7 @@ impl Worker {
             };
             let expected = match self.call(op, Method::POST, &path, body, admin).await {
                 Call::Done(r, reply) if r.code == 200 && reply.state.as_deref() == Some(target) => {
-                    if op == Op::Cancel {
+                    if op == OpKind::Cancel {
                         self.tally.cancels_ok += 1;
                         Expected::Cancelled
                     } else {

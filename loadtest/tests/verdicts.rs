@@ -34,7 +34,7 @@ enum Bug {
     NoIdempotency,
 }
 
-struct Sale {
+struct FakeSale {
     stock: u64,
     remaining: u64,
     reserved: u64,
@@ -43,7 +43,7 @@ struct Sale {
     ttl: u64,
 }
 
-struct Order {
+struct FakeOrder {
     sku: String,
     user: u64,
     qty: u64,
@@ -53,9 +53,9 @@ struct Order {
 }
 
 #[derive(Default)]
-struct State {
-    sales: HashMap<String, Sale>,
-    orders: HashMap<String, Order>,
+struct FakeState {
+    sales: HashMap<String, FakeSale>,
+    orders: HashMap<String, FakeOrder>,
     held: HashMap<(String, u64), u64>,
     idem: HashMap<(u64, String), String>,
     next_id: u64,
@@ -68,18 +68,18 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn sale_json(sku: &str, s: &Sale) -> Value {
+fn sale_json(sku: &str, s: &FakeSale) -> Value {
     json!({"sku": sku, "stock": s.stock, "remaining": s.remaining, "reserved": s.reserved,
            "paid": s.paid, "per_user_limit": s.limit, "starts_at_ms": 0, "ends_at_ms": 0,
            "reservation_ttl_ms": s.ttl, "state": if s.remaining == 0 { "sold_out" } else { "open" }})
 }
 
-fn order_json(id: &str, o: &Order) -> Value {
+fn order_json(id: &str, o: &FakeOrder) -> Value {
     json!({"order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty, "state": o.state,
            "created_at_ms": o.created, "expires_at_ms": o.expires})
 }
 
-fn admission_json(id: &str, o: &Order) -> Value {
+fn admission_json(id: &str, o: &FakeOrder) -> Value {
     json!({"status": "admitted", "order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty,
            "expires_at_ms": o.expires})
 }
@@ -89,7 +89,7 @@ fn err(code: u16, status: &str) -> (u16, Value) {
 }
 
 fn handle(
-    state: &Mutex<State>,
+    state: &Mutex<FakeState>,
     bug: Bug,
     method: &Method,
     path: &str,
@@ -110,7 +110,7 @@ fn handle(
                 return err(409, "exists");
             }
             let stock = body["stock"].as_u64().unwrap_or(0);
-            let s = Sale {
+            let s = FakeSale {
                 stock,
                 remaining: stock,
                 reserved: 0,
@@ -169,7 +169,7 @@ fn handle(
             let n = st.next_id;
             let id = format!("o{n:08}");
             let now = now_ms();
-            let order = Order {
+            let order = FakeOrder {
                 sku: sku.to_string(),
                 user,
                 qty,
@@ -195,7 +195,7 @@ fn handle(
             }
         }
         ("POST", ["v1", "orders", id, action]) => {
-            let State {
+            let FakeState {
                 orders,
                 sales,
                 held,
@@ -238,7 +238,7 @@ fn handle(
 async fn start_fake(bug: Bug) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(FakeState::default()));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
