@@ -6,12 +6,13 @@
 //! runtime, so it behaves like a separate one-core process and does not steal
 //! the generator's runtime workers.
 
+use crate::assemble::{build_report, phase, Built};
 use crate::client::{ClientConn, Target};
+use crate::progress::progress_bar;
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::stats::{OpKind, Stats};
-use crate::workload::Pacer;
-use crate::{build_report, phase, Built};
+use crate::workload::{Pacer, Tally};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -118,7 +119,7 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
     let target = Target::parse(&url).await?;
     let start = Instant::now();
     let deadline = start + opts.duration;
-    let bar = crate::progress_bar(opts.quiet, opts.duration.as_secs().max(1), "ceiling");
+    let bar = progress_bar(opts.quiet, opts.duration.as_secs().max(1), "ceiling");
     let ticker = {
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -176,7 +177,7 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
         stats,
         duration: elapsed,
         skus: Vec::new(),
-        tally: crate::workload::Tally::new(0),
+        tally: Tally::new(0),
         dials,
         verdict: None,
     }))
