@@ -131,24 +131,9 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
     };
     let mut set = tokio::task::JoinSet::new();
     for w in 0..opts.connections {
-        let target = target.clone();
-        let path = opts.path.clone();
-        let mut pacer = Pacer::new(opts.rate, opts.connections, w, start);
-        let timeout = Duration::from_millis(opts.timeout_ms);
-        set.spawn(async move {
-            let mut conn = ClientConn::new(target, timeout);
-            let mut stats = Stats::new(start);
-            while Instant::now() < deadline {
-                let scheduled = pacer.slot().await;
-                let r = conn.send(Method::GET, &path, None, None).await;
-                let label = match &r {
-                    Ok(_) => "ok",
-                    Err(e) => e.label(),
-                };
-                stats.record(OpKind::Get, scheduled, Instant::now(), &r, label);
-            }
-            (stats, conn.dials)
-        });
+        let conn = ClientConn::new(target.clone(), Duration::from_millis(opts.timeout_ms));
+        let pacer = Pacer::new(opts.rate, opts.connections, w, start);
+        set.spawn(send_gets(conn, pacer, opts.path.clone(), start, deadline));
     }
     let mut stats = Stats::new(start);
     let mut dials = 0;
@@ -181,4 +166,26 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
         dials,
         verdict: None,
     }))
+}
+
+/// One connection's loop: GET `path` at the pacer's slots until `deadline`.
+/// Returns its measurements and dial count.
+async fn send_gets(
+    mut conn: ClientConn,
+    mut pacer: Pacer,
+    path: String,
+    start: Instant,
+    deadline: Instant,
+) -> (Stats, u64) {
+    let mut stats = Stats::new(start);
+    while Instant::now() < deadline {
+        let scheduled = pacer.slot().await;
+        let r = conn.send(Method::GET, &path, None, None).await;
+        let label = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.label(),
+        };
+        stats.record(OpKind::Get, scheduled, Instant::now(), &r, label);
+    }
+    (stats, conn.dials)
 }

@@ -131,21 +131,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
     let final_sales = verify::read_sales(&ctx)
         .await
         .context("reading sales at the end")?;
-    let lookups = verify::lookup_orders(&ctx, &settled.acks).await;
-    let now_ms = api::now_ms();
-    let all_users_served = ctx.users_started.load(Ordering::Relaxed) == sc.users;
-    let verdict = verify::judge(&verify::Evidence {
-        skus: &ctx.skus,
-        acks: &settled.acks,
-        lookups: &lookups,
-        tally: &settled.tally,
-        after_rush: &after_rush,
-        after_rush_ms,
-        final_sales: &final_sales,
-        now_ms,
-        all_users_served,
-        qty: sc.qty,
-    });
+    let verdict = judge_run(&ctx, &settled, &after_rush, after_rush_ms, &final_sales).await;
 
     let skus = sku_reports(&ctx, &settled, &after_rush, &final_sales);
     let phases = vec![
@@ -243,6 +229,31 @@ async fn settle(ctx: &Ctx, mut workers: Vec<Worker>, quiet: bool) -> Result<Sett
         dials,
         secs,
         load_duration,
+    })
+}
+
+/// Looks up every acknowledged order and judges what the server holds.
+async fn judge_run(
+    ctx: &Ctx,
+    settled: &Settled,
+    after_rush: &[SaleDoc],
+    after_rush_ms: u64,
+    final_sales: &[SaleDoc],
+) -> verify::Verdict {
+    let lookups = verify::lookup_orders(ctx, &settled.acks).await;
+    let now_ms = api::now_ms();
+    let all_users_served = ctx.users_started.load(Ordering::Relaxed) == ctx.scenario.users;
+    verify::judge(&verify::Evidence {
+        skus: &ctx.skus,
+        acks: &settled.acks,
+        lookups: &lookups,
+        tally: &settled.tally,
+        after_rush,
+        after_rush_ms,
+        final_sales,
+        now_ms,
+        all_users_served,
+        qty: ctx.scenario.qty,
     })
 }
 
