@@ -52,7 +52,7 @@ fn found(a: &Ack, state: &str) -> OrderLookup {
 }
 
 /// The owned data an [`Evidence`] borrows.
-struct Fixture {
+struct EvidenceFixture {
     skus: Vec<SkuInfo>,
     acks: Vec<Ack>,
     lookups: Vec<OrderLookup>,
@@ -65,7 +65,7 @@ struct Fixture {
 
 /// A correct run: 12 users want one unit each of a stock of 10, so 10 are
 /// admitted and the hot SKU sells out; order 1 is then paid.
-fn clean() -> Fixture {
+fn clean() -> EvidenceFixture {
     let mut acks: Vec<Ack> = (1..=10).map(|n| ack(n, Expected::Reserved)).collect();
     acks[0].action = Action::Pay;
     acks[0].expected = Expected::Paid;
@@ -79,7 +79,7 @@ fn clean() -> Fixture {
     let mut tally = Tally::new(1);
     tally.users_by_sku[0] = 12;
     tally.demand_units_by_sku[0] = 12;
-    Fixture {
+    EvidenceFixture {
         skus: vec![SkuInfo {
             name: "hot".into(),
             purchase_path: "/v1/sales/hot/purchase".into(),
@@ -96,7 +96,7 @@ fn clean() -> Fixture {
     }
 }
 
-impl Fixture {
+impl EvidenceFixture {
     fn ev(&self) -> Evidence<'_> {
         Evidence {
             skus: &self.skus,
@@ -119,17 +119,17 @@ impl Fixture {
     }
 }
 
-fn admitted_matches_supply(f: &Fixture) -> Check {
+fn admitted_matches_supply(f: &EvidenceFixture) -> Check {
     let ev = f.ev();
     check_admitted_matches_supply(&ev, &AdmittedUnits::of(&ev))
 }
 
-fn no_oversell(f: &Fixture) -> Check {
+fn no_oversell(f: &EvidenceFixture) -> Check {
     let ev = f.ev();
     check_no_oversell(&ev, &AdmittedUnits::of(&ev))
 }
 
-fn counters_match_orders(f: &Fixture) -> Check {
+fn counters_match_orders(f: &EvidenceFixture) -> Check {
     let ev = f.ev();
     check_counters_match_orders(&ev, &ServerUnits::of(&ev))
 }
