@@ -1,7 +1,7 @@
 //! The slice of the flashsale HTTP API (see API.md) the harness speaks:
 //! response shapes and the admin calls used to set up and inspect sales.
 
-use crate::client::{Conn, Response, TransportError};
+use crate::client::{ClientConn, Response, TransportError};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use hyper::header::HeaderValue;
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// A sale as the server reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Sale {
+pub struct SaleDoc {
     pub sku: String,
     pub stock: u64,
     pub remaining: u64,
@@ -25,7 +25,7 @@ pub struct Sale {
 
 /// An order as the server reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Order {
+pub struct OrderDoc {
     pub order_id: String,
     pub sku: String,
     pub user_id: u64,
@@ -38,17 +38,17 @@ pub struct Order {
 /// The fields of any response body the harness looks at. Admissions carry
 /// `status` and `order_id`, orders carry `state`, errors carry `status`.
 #[derive(Debug, Default, Deserialize)]
-pub struct Reply {
+pub struct HttpReply {
     pub status: Option<String>,
     pub state: Option<String>,
     pub order_id: Option<String>,
     pub expires_at_ms: Option<u64>,
 }
 
-impl Reply {
+impl HttpReply {
     /// Parses leniently: a body that isn't the JSON we expect yields an empty
     /// reply, which the caller then counts as unexpected.
-    pub fn parse(body: &[u8]) -> Reply {
+    pub fn parse(body: &[u8]) -> HttpReply {
         serde_json::from_slice(body).unwrap_or_default()
     }
 
@@ -78,13 +78,13 @@ fn describe(r: &Result<Response, TransportError>) -> String {
 
 /// Admin: creates a sale and returns it as created.
 pub async fn create_sale(
-    conn: &mut Conn,
+    conn: &mut ClientConn,
     admin: &HeaderValue,
     sku: &str,
     stock: u64,
     per_user_limit: u32,
     reservation_ttl_ms: u64,
-) -> Result<Sale> {
+) -> Result<SaleDoc> {
     let body = serde_json::json!({
         "sku": sku,
         "stock": stock,
@@ -107,7 +107,7 @@ pub async fn create_sale(
 }
 
 /// Reads one sale.
-pub async fn get_sale(conn: &mut Conn, sku: &str) -> Result<Sale> {
+pub async fn get_sale(conn: &mut ClientConn, sku: &str) -> Result<SaleDoc> {
     let r = conn
         .send(Method::GET, &format!("/v1/sales/{sku}"), None, None)
         .await;
@@ -121,7 +121,7 @@ pub async fn get_sale(conn: &mut Conn, sku: &str) -> Result<Sale> {
 /// What GET /v1/orders/{id} said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderLookup {
-    Found(Order),
+    Found(OrderDoc),
     /// 404: the server does not know an order it acknowledged.
     Missing,
     /// Anything else, described.
@@ -130,7 +130,7 @@ pub enum OrderLookup {
 
 /// Admin: reads one order, retrying transport errors and 503s a few times
 /// because verification must not fail on a transient hiccup.
-pub async fn get_order(conn: &mut Conn, admin: &HeaderValue, order_id: &str) -> OrderLookup {
+pub async fn get_order(conn: &mut ClientConn, admin: &HeaderValue, order_id: &str) -> OrderLookup {
     let path = format!("/v1/orders/{order_id}");
     let mut last = String::new();
     for attempt in 0..5u32 {

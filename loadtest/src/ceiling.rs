@@ -6,12 +6,13 @@
 //! runtime, so it behaves like a separate one-core process and does not steal
 //! the generator's runtime workers.
 
-use crate::client::{Conn, Target};
+use crate::assemble::{build_report, phase, Built};
+use crate::client::{ClientConn, Target};
+use crate::progress::progress_bar;
 use crate::report::Report;
 use crate::scenario::Scenario;
-use crate::stats::{Op, Stats};
-use crate::workload::Pacer;
-use crate::{build_report, phase, Built};
+use crate::stats::{OpKind, Stats};
+use crate::workload::{Pacer, Tally};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -118,7 +119,7 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
     let target = Target::parse(&url).await?;
     let start = Instant::now();
     let deadline = start + opts.duration;
-    let bar = crate::progress_bar(opts.quiet, opts.duration.as_secs().max(1), "ceiling");
+    let bar = progress_bar(opts.quiet, opts.duration.as_secs().max(1), "ceiling");
     let ticker = {
         let bar = bar.clone();
         tokio::spawn(async move {
@@ -130,24 +131,9 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
     };
     let mut set = tokio::task::JoinSet::new();
     for w in 0..opts.connections {
-        let target = target.clone();
-        let path = opts.path.clone();
-        let mut pacer = Pacer::new(opts.rate, opts.connections, w, start);
-        let timeout = Duration::from_millis(opts.timeout_ms);
-        set.spawn(async move {
-            let mut conn = Conn::new(target, timeout);
-            let mut stats = Stats::new(start);
-            while Instant::now() < deadline {
-                let scheduled = pacer.slot().await;
-                let r = conn.send(Method::GET, &path, None, None).await;
-                let label = match &r {
-                    Ok(_) => "ok",
-                    Err(e) => e.label(),
-                };
-                stats.record(Op::Get, scheduled, Instant::now(), &r, label);
-            }
-            (stats, conn.dials)
-        });
+        let conn = ClientConn::new(target.clone(), Duration::from_millis(opts.timeout_ms));
+        let pacer = Pacer::new(opts.rate, opts.connections, w, start);
+        set.spawn(send_gets(conn, pacer, opts.path.clone(), start, deadline));
     }
     let mut stats = Stats::new(start);
     let mut dials = 0;
@@ -176,8 +162,30 @@ pub async fn measure(opts: &CeilingOptions) -> Result<Report> {
         stats,
         duration: elapsed,
         skus: Vec::new(),
-        tally: crate::workload::Tally::new(0),
+        tally: Tally::new(0),
         dials,
         verdict: None,
     }))
+}
+
+/// One connection's loop: GET `path` at the pacer's slots until `deadline`.
+/// Returns its measurements and dial count.
+async fn send_gets(
+    mut conn: ClientConn,
+    mut pacer: Pacer,
+    path: String,
+    start: Instant,
+    deadline: Instant,
+) -> (Stats, u64) {
+    let mut stats = Stats::new(start);
+    while Instant::now() < deadline {
+        let scheduled = pacer.slot().await;
+        let r = conn.send(Method::GET, &path, None, None).await;
+        let label = match &r {
+            Ok(_) => "ok",
+            Err(e) => e.label(),
+        };
+        stats.record(OpKind::Get, scheduled, Instant::now(), &r, label);
+    }
+    (stats, conn.dials)
 }

@@ -96,13 +96,14 @@ impl Target {
     }
 }
 
-type Driver = Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
+/// The connection half of the handshake, polled by whoever sends on it.
+type ConnDriver = Pin<Box<Connection<TokioIo<TcpStream>, Full<Bytes>>>>;
 
 /// Runs `fut` while also driving the connection's I/O. If the connection
 /// finishes first (closed or broken), `fut` is still awaited alone: with the
 /// driver gone it resolves promptly, with whatever was already received or
 /// an error.
-async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
+async fn drive<F: Future>(driver: &mut Option<ConnDriver>, fut: F) -> F::Output {
     tokio::pin!(fut);
     if let Some(d) = driver.as_mut() {
         tokio::select! {
@@ -114,19 +115,25 @@ async fn drive<F: Future>(driver: &mut Option<Driver>, fut: F) -> F::Output {
     fut.await
 }
 
+/// The old name, re-exported only so `spawn.rs` (being reworked on another
+/// branch for issue 11) still compiles until its import says `ClientConn`;
+/// delete once no file names `client::Conn`.
+#[doc(hidden)]
+pub use ClientConn as Conn;
+
 /// One keep-alive connection to the target, re-dialled when it breaks.
-pub struct Conn {
+pub struct ClientConn {
     target: Target,
     timeout: Duration,
     sender: Option<SendRequest<Full<Bytes>>>,
-    driver: Option<Driver>,
+    driver: Option<ConnDriver>,
     /// Dials made, for the report (more than one per worker means reconnects).
     pub dials: u64,
 }
 
-impl Conn {
-    pub fn new(target: Target, timeout: Duration) -> Conn {
-        Conn {
+impl ClientConn {
+    pub fn new(target: Target, timeout: Duration) -> ClientConn {
+        ClientConn {
             target,
             timeout,
             sender: None,

@@ -219,6 +219,18 @@ fn histogram_chart(r: &Report) -> String {
 /// Renders the whole report page.
 pub fn render_html(r: &Report) -> String {
     let mut o = String::new();
+    html_head(&mut o, r);
+    html_checks(&mut o, r);
+    html_latency_table(&mut o, r);
+    html_charts(&mut o, r);
+    html_responses(&mut o, r);
+    html_sales(&mut o, r);
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// The page head, the style sheet and the one-line summary.
+fn html_head(o: &mut String, r: &Report) {
     let verdict = match &r.verdict {
         Some(v) if v.passed => r#"<span class="pass">PASS</span>"#.to_string(),
         Some(_) => r#"<span class="fail">FAIL</span>"#.to_string(),
@@ -244,6 +256,10 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
         r.duration_s,
         r.throughput_rps
     );
+}
+
+/// The verdict as a table.
+fn html_checks(o: &mut String, r: &Report) {
     if let Some(v) = &r.verdict {
         o.push_str("<h2>Checks</h2><table><tr><th class=l>check</th><th class=l>result</th><th class=l>detail</th></tr>");
         for c in &v.checks {
@@ -261,6 +277,10 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
         }
         o.push_str("</table>");
     }
+}
+
+/// Latency percentiles, over all requests and per kind.
+fn html_latency_table(o: &mut String, r: &Report) {
     o.push_str("<h2>Latency (ms)</h2><table><tr><th class=l>op</th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th></tr>");
     let rows = r.latency.iter().map(|l| ("all", l)).chain(
         r.latency_by_op
@@ -274,6 +294,10 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
             l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
         );
     }
+}
+
+/// The latency and throughput timelines and the latency histogram.
+fn html_charts(o: &mut String, r: &Report) {
     o.push_str("</table><h2>Latency over time</h2>");
     o.push_str(&latency_chart(&r.timeline));
     if r.timeline_truncated {
@@ -283,6 +307,10 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
     o.push_str(&throughput_chart(&r.timeline));
     o.push_str("<h2>Latency histogram</h2>");
     o.push_str(&histogram_chart(r));
+}
+
+/// Response counts.
+fn html_responses(o: &mut String, r: &Report) {
     o.push_str("<h2>Responses</h2><table><tr><th class=l>op</th><th>HTTP</th><th class=l>status</th><th>count</th></tr>");
     for c in &r.responses {
         let _ = write!(
@@ -295,6 +323,10 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
         );
     }
     o.push_str("</table>");
+}
+
+/// Each SKU: demand, supply, admissions and the final counters.
+fn html_sales(o: &mut String, r: &Report) {
     if !r.skus.is_empty() {
         o.push_str("<h2>Sales</h2><table><tr><th class=l>sku</th><th>users</th><th>demand</th><th>on offer</th><th>admitted</th><th>first sold_out</th><th>remaining</th><th>reserved</th><th>paid</th></tr>");
         for s in &r.skus {
@@ -315,8 +347,6 @@ th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weigh
         }
         o.push_str("</table>");
     }
-    o.push_str("</body></html>\n");
-    o
 }
 
 #[cfg(test)]

@@ -200,22 +200,27 @@ fn write_outputs(args: &Args, r: &report::Report) -> Result<()> {
     Ok(())
 }
 
+/// `--ceiling`: the generator's own limit against a trivial server.
+async fn ceiling_main(args: &Args) -> Result<ExitCode> {
+    let s = args.scenario()?;
+    let r = ceiling::measure(&CeilingOptions {
+        target: args.ceiling_target.clone(),
+        path: args.ceiling_path.clone(),
+        connections: s.connections,
+        rate: s.rate,
+        duration: Duration::from_secs(args.ceiling_secs.clamp(1, 3600)),
+        timeout_ms: s.timeout_ms,
+        quiet: args.quiet,
+    })
+    .await?;
+    print!("{}", report::render_text(&r));
+    write_outputs(args, &r)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn real_main(args: Args) -> Result<ExitCode> {
     if args.ceiling {
-        let s = args.scenario()?;
-        let r = ceiling::measure(&CeilingOptions {
-            target: args.ceiling_target.clone(),
-            path: args.ceiling_path.clone(),
-            connections: s.connections,
-            rate: s.rate,
-            duration: Duration::from_secs(args.ceiling_secs.clamp(1, 3600)),
-            timeout_ms: s.timeout_ms,
-            quiet: args.quiet,
-        })
-        .await?;
-        print!("{}", report::render_text(&r));
-        write_outputs(&args, &r)?;
-        return Ok(ExitCode::SUCCESS);
+        return ceiling_main(&args).await;
     }
 
     let scenario = args.scenario()?;

@@ -1,9 +1,9 @@
 //! The run report: one serializable struct, rendered as text for the
 //! terminal, JSON for machines (`--json`) and HTML for people (`--html`).
 
-use crate::api::Sale;
+use crate::api::SaleDoc;
 use crate::scenario::Scenario;
-use crate::stats::{HistogramBucket, LatencySummary, Op, ResponseCount, TimelinePoint};
+use crate::stats::{HistogramBucket, LatencySummary, OpKind, ResponseCount, TimelinePoint};
 use crate::verify::Verdict;
 use crate::workload::Tally;
 use serde::Serialize;
@@ -21,7 +21,7 @@ pub struct PhaseReport {
 /// Latency of one kind of request.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpLatency {
-    pub op: Op,
+    pub op: OpKind,
     pub latency: LatencySummary,
 }
 
@@ -38,9 +38,9 @@ pub struct ErrorSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct SkuReport {
     pub sku: String,
-    pub before: Sale,
-    pub after_rush: Option<Sale>,
-    pub at_end: Option<Sale>,
+    pub before: SaleDoc,
+    pub after_rush: Option<SaleDoc>,
+    pub at_end: Option<SaleDoc>,
     pub users: u64,
     pub demand_units: u64,
     pub admitted_units: u64,
@@ -96,6 +96,16 @@ fn lat_line(out: &mut String, name: &str, l: &LatencySummary) {
 /// The human summary printed at the end of a run.
 pub fn render_text(r: &Report) -> String {
     let mut o = String::new();
+    text_throughput(&mut o, r);
+    text_latency(&mut o, r);
+    text_responses(&mut o, r);
+    text_skus(&mut o, r);
+    text_checks(&mut o, r);
+    o
+}
+
+/// Target, mode and request rates, per phase and in all.
+fn text_throughput(o: &mut String, r: &Report) {
     let _ = writeln!(o, "flashsale-loadtest against {}", r.target);
     let mode = match r.rate {
         Some(rate) => format!("open loop at {rate:.0} req/s"),
@@ -118,6 +128,10 @@ pub fn render_text(r: &Report) -> String {
         "  total   {:>9} requests in {:>7.3} s = {:>10.0} req/s",
         r.requests, r.duration_s, r.throughput_rps
     );
+}
+
+/// Latency percentiles, over all requests and per kind.
+fn text_latency(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "latency (ms){}:",
@@ -128,11 +142,15 @@ pub fn render_text(r: &Report) -> String {
         }
     );
     if let Some(l) = &r.latency {
-        lat_line(&mut o, "all", l);
+        lat_line(o, "all", l);
     }
     for ol in &r.latency_by_op {
-        lat_line(&mut o, ol.op.label(), &ol.latency);
+        lat_line(o, ol.op.label(), &ol.latency);
     }
+}
+
+/// Response counts and transport trouble.
+fn text_responses(o: &mut String, r: &Report) {
     let _ = writeln!(o, "responses:");
     for c in &r.responses {
         let _ = writeln!(
@@ -150,6 +168,10 @@ pub fn render_text(r: &Report) -> String {
         "errors: {} timeouts, {} connect, {} io, {} HTTP 5xx; {} retries, {} abandoned, {} unexpected",
         e.timeouts, e.connect_errors, e.io_errors, e.http_5xx, r.tally.retries, r.tally.abandoned, r.tally.unexpected
     );
+}
+
+/// Each SKU: demand, supply, admissions and the final counters.
+fn text_skus(o: &mut String, r: &Report) {
     for s in &r.skus {
         let sold = s
             .first_sold_out_ms
@@ -168,6 +190,10 @@ pub fn render_text(r: &Report) -> String {
             );
         }
     }
+}
+
+/// The verdict, check by check.
+fn text_checks(o: &mut String, r: &Report) {
     if let Some(v) = &r.verdict {
         let _ = writeln!(o, "checks:");
         for c in &v.checks {
@@ -191,5 +217,4 @@ pub fn render_text(r: &Report) -> String {
             );
         }
     }
-    o
 }

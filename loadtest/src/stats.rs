@@ -21,7 +21,7 @@ pub const SAMPLES_PER_WORKER_MAX: usize = 1 << 20;
 /// What a request was for. Kept small and `Copy`: it is recorded per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Op {
+pub enum OpKind {
     /// A user's first purchase (and its retries).
     Purchase,
     /// The same purchase replayed with the same request_id.
@@ -34,14 +34,14 @@ pub enum Op {
     Get,
 }
 
-impl Op {
-    pub const ALL: [Op; 6] = [
-        Op::Purchase,
-        Op::Replay,
-        Op::OverLimit,
-        Op::Cancel,
-        Op::Pay,
-        Op::Get,
+impl OpKind {
+    pub const ALL: [OpKind; 6] = [
+        OpKind::Purchase,
+        OpKind::Replay,
+        OpKind::OverLimit,
+        OpKind::Cancel,
+        OpKind::Pay,
+        OpKind::Get,
     ];
 
     fn index(self) -> usize {
@@ -50,12 +50,12 @@ impl Op {
 
     pub fn label(self) -> &'static str {
         match self {
-            Op::Purchase => "purchase",
-            Op::Replay => "replay",
-            Op::OverLimit => "over_limit",
-            Op::Cancel => "cancel",
-            Op::Pay => "pay",
-            Op::Get => "get",
+            OpKind::Purchase => "purchase",
+            OpKind::Replay => "replay",
+            OpKind::OverLimit => "over_limit",
+            OpKind::Cancel => "cancel",
+            OpKind::Pay => "pay",
+            OpKind::Get => "get",
         }
     }
 }
@@ -73,7 +73,7 @@ pub struct Sample {
 /// How many times one (op, HTTP code, status) combination was seen.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ResponseCount {
-    pub op: Op,
+    pub op: OpKind,
     /// HTTP status code, 0 for transport errors.
     pub http: u16,
     /// The body's `status` field (or the order `state`, or the transport error).
@@ -98,7 +98,7 @@ impl Stats {
     pub fn new(start: Instant) -> Stats {
         Stats {
             start,
-            hist: (0..Op::ALL.len()).map(|_| None).collect(),
+            hist: (0..OpKind::ALL.len()).map(|_| None).collect(),
             counts: Vec::new(),
             samples: Vec::new(),
             samples_dropped: 0,
@@ -108,7 +108,7 @@ impl Stats {
     /// Records one request: its latency from `scheduled`, and its outcome label.
     pub fn record(
         &mut self,
-        op: Op,
+        op: OpKind,
         scheduled: Instant,
         done: Instant,
         result: &Result<Response, TransportError>,
@@ -175,7 +175,7 @@ impl Stats {
         self.samples_dropped += other.samples_dropped;
     }
 
-    pub fn histogram(&self, op: Op) -> Option<&Histogram<u64>> {
+    pub fn histogram(&self, op: OpKind) -> Option<&Histogram<u64>> {
         self.hist[op.index()].as_ref()
     }
 

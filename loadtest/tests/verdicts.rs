@@ -34,7 +34,7 @@ enum Bug {
     NoIdempotency,
 }
 
-struct Sale {
+struct FakeSale {
     stock: u64,
     remaining: u64,
     reserved: u64,
@@ -43,7 +43,7 @@ struct Sale {
     ttl: u64,
 }
 
-struct Order {
+struct FakeOrder {
     sku: String,
     user: u64,
     qty: u64,
@@ -53,9 +53,9 @@ struct Order {
 }
 
 #[derive(Default)]
-struct State {
-    sales: HashMap<String, Sale>,
-    orders: HashMap<String, Order>,
+struct FakeState {
+    sales: HashMap<String, FakeSale>,
+    orders: HashMap<String, FakeOrder>,
     held: HashMap<(String, u64), u64>,
     idem: HashMap<(u64, String), String>,
     next_id: u64,
@@ -68,18 +68,18 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn sale_json(sku: &str, s: &Sale) -> Value {
+fn sale_json(sku: &str, s: &FakeSale) -> Value {
     json!({"sku": sku, "stock": s.stock, "remaining": s.remaining, "reserved": s.reserved,
            "paid": s.paid, "per_user_limit": s.limit, "starts_at_ms": 0, "ends_at_ms": 0,
            "reservation_ttl_ms": s.ttl, "state": if s.remaining == 0 { "sold_out" } else { "open" }})
 }
 
-fn order_json(id: &str, o: &Order) -> Value {
+fn order_json(id: &str, o: &FakeOrder) -> Value {
     json!({"order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty, "state": o.state,
            "created_at_ms": o.created, "expires_at_ms": o.expires})
 }
 
-fn admission_json(id: &str, o: &Order) -> Value {
+fn admission_json(id: &str, o: &FakeOrder) -> Value {
     json!({"status": "admitted", "order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty,
            "expires_at_ms": o.expires})
 }
@@ -89,7 +89,7 @@ fn err(code: u16, status: &str) -> (u16, Value) {
 }
 
 fn handle(
-    state: &Mutex<State>,
+    state: &Mutex<FakeState>,
     bug: Bug,
     method: &Method,
     path: &str,
@@ -101,90 +101,12 @@ fn handle(
     let mut st = state.lock().unwrap();
     match (method.as_str(), parts.as_slice()) {
         ("GET", ["readyz"]) => (200, json!({})),
-        ("POST", ["v1", "admin", "sales"]) => {
-            if !admin {
-                return err(401, "unauthorized");
-            }
-            let sku = body["sku"].as_str().unwrap_or_default().to_string();
-            if st.sales.contains_key(&sku) {
-                return err(409, "exists");
-            }
-            let stock = body["stock"].as_u64().unwrap_or(0);
-            let s = Sale {
-                stock,
-                remaining: stock,
-                reserved: 0,
-                paid: 0,
-                limit: body["per_user_limit"].as_u64().unwrap_or(1),
-                ttl: body["reservation_ttl_ms"].as_u64().unwrap_or(600_000),
-            };
-            let v = sale_json(&sku, &s);
-            st.sales.insert(sku, s);
-            (201, v)
-        }
+        ("POST", ["v1", "admin", "sales"]) => create_sale(&mut st, admin, &body),
         ("GET", ["v1", "sales", sku]) => match st.sales.get(*sku) {
             Some(s) => (200, sale_json(sku, s)),
             None => err(404, "unknown_sku"),
         },
-        ("POST", ["v1", "sales", sku, "purchase"]) => {
-            let (Some(user), Some(rid)) = (body["user_id"].as_u64(), body["request_id"].as_str())
-            else {
-                return err(400, "bad_request");
-            };
-            let qty = body["qty"].as_u64().unwrap_or(1);
-            let key = (user, rid.to_string());
-            if bug != Bug::NoIdempotency {
-                if let Some(id) = st.idem.get(&key) {
-                    // Replay of an order the server lost is answered anyway:
-                    // the bug under test is the lost order, not the replay.
-                    return match st.orders.get(id) {
-                        Some(o) => (200, admission_json(id, o)),
-                        None => (
-                            200,
-                            json!({"status": "admitted", "order_id": id, "sku": sku,
-                                             "user_id": user, "qty": qty, "expires_at_ms": u64::MAX}),
-                        ),
-                    };
-                }
-            }
-            let held = st.held.get(&(sku.to_string(), user)).copied().unwrap_or(0);
-            let Some(sale) = st.sales.get_mut(*sku) else {
-                return err(404, "unknown_sku");
-            };
-            if held + qty > sale.limit && bug != Bug::IgnoreLimit {
-                return err(409, "limit_exceeded");
-            }
-            if sale.remaining < qty {
-                if bug != Bug::Oversell {
-                    return err(409, "sold_out");
-                }
-                // The oversell bug: admit anyway and count it as reserved.
-                sale.reserved += qty;
-            } else {
-                sale.remaining -= qty;
-                sale.reserved += qty;
-            }
-            let ttl = sale.ttl;
-            st.next_id += 1;
-            let n = st.next_id;
-            let id = format!("o{n:08}");
-            let now = now_ms();
-            let order = Order {
-                sku: sku.to_string(),
-                user,
-                qty,
-                state: "reserved",
-                created: now,
-                expires: now + ttl,
-            };
-            let v = admission_json(&id, &order);
-            *st.held.entry((sku.to_string(), user)).or_default() += qty;
-            st.idem.insert(key, id.clone());
-            if !(bug == Bug::LoseOrders && n % 7 == 0) {
-                st.orders.insert(id, order);
-            }
-            (201, v)
-        }
+        ("POST", ["v1", "sales", sku, "purchase"]) => purchase(&mut st, bug, sku, &body),
         ("GET", ["v1", "orders", id]) => {
             if !admin {
                 return err(401, "unauthorized");
@@ -194,51 +116,143 @@ fn handle(
                 None => err(404, "unknown_order"),
             }
         }
-        ("POST", ["v1", "orders", id, action]) => {
-            let State {
-                orders,
-                sales,
-                held,
-                ..
-            } = &mut *st;
-            let Some(o) = orders.get_mut(*id) else {
-                return err(404, "unknown_order");
-            };
-            let sale = sales.get_mut(&o.sku).expect("order of a known sale");
-            match (*action, o.state) {
-                ("cancel", "reserved") => {
-                    if body["user_id"].as_u64() != Some(o.user) {
-                        return err(404, "unknown_order");
-                    }
-                    o.state = "cancelled";
-                    sale.reserved -= o.qty;
-                    sale.remaining += o.qty;
-                    *held.get_mut(&(o.sku.clone(), o.user)).unwrap() -= o.qty;
-                }
-                ("pay", "reserved") => {
-                    if !admin {
-                        return err(401, "unauthorized");
-                    }
-                    o.state = "paid";
-                    sale.reserved -= o.qty;
-                    sale.paid += o.qty;
-                }
-                ("cancel", "cancelled") | ("pay", "paid") => {}
-                ("cancel", "paid") => return err(409, "paid"),
-                ("pay", "cancelled") => return err(409, "cancelled"),
-                _ => return err(400, "bad_request"),
-            }
-            (200, order_json(id, o))
-        }
+        ("POST", ["v1", "orders", id, action]) => settle_order(&mut st, admin, id, action, &body),
         _ => err(404, "not_found"),
     }
+}
+
+/// Admin: creates a sale.
+fn create_sale(st: &mut FakeState, admin: bool, body: &Value) -> (u16, Value) {
+    if !admin {
+        return err(401, "unauthorized");
+    }
+    let sku = body["sku"].as_str().unwrap_or_default().to_string();
+    if st.sales.contains_key(&sku) {
+        return err(409, "exists");
+    }
+    let stock = body["stock"].as_u64().unwrap_or(0);
+    let s = FakeSale {
+        stock,
+        remaining: stock,
+        reserved: 0,
+        paid: 0,
+        limit: body["per_user_limit"].as_u64().unwrap_or(1),
+        ttl: body["reservation_ttl_ms"].as_u64().unwrap_or(600_000),
+    };
+    let v = sale_json(&sku, &s);
+    st.sales.insert(sku, s);
+    (201, v)
+}
+
+/// A purchase, with the bug under test where it applies.
+fn purchase(st: &mut FakeState, bug: Bug, sku: &str, body: &Value) -> (u16, Value) {
+    let (Some(user), Some(rid)) = (body["user_id"].as_u64(), body["request_id"].as_str()) else {
+        return err(400, "bad_request");
+    };
+    let qty = body["qty"].as_u64().unwrap_or(1);
+    let key = (user, rid.to_string());
+    if bug != Bug::NoIdempotency {
+        if let Some(id) = st.idem.get(&key) {
+            // Replay of an order the server lost is answered anyway:
+            // the bug under test is the lost order, not the replay.
+            return match st.orders.get(id) {
+                Some(o) => (200, admission_json(id, o)),
+                None => (
+                    200,
+                    json!({"status": "admitted", "order_id": id, "sku": sku,
+                                     "user_id": user, "qty": qty, "expires_at_ms": u64::MAX}),
+                ),
+            };
+        }
+    }
+    let held = st.held.get(&(sku.to_string(), user)).copied().unwrap_or(0);
+    let Some(sale) = st.sales.get_mut(sku) else {
+        return err(404, "unknown_sku");
+    };
+    if held + qty > sale.limit && bug != Bug::IgnoreLimit {
+        return err(409, "limit_exceeded");
+    }
+    if sale.remaining < qty {
+        if bug != Bug::Oversell {
+            return err(409, "sold_out");
+        }
+        // The oversell bug: admit anyway and count it as reserved.
+        sale.reserved += qty;
+    } else {
+        sale.remaining -= qty;
+        sale.reserved += qty;
+    }
+    let ttl = sale.ttl;
+    st.next_id += 1;
+    let n = st.next_id;
+    let id = format!("o{n:08}");
+    let now = now_ms();
+    let order = FakeOrder {
+        sku: sku.to_string(),
+        user,
+        qty,
+        state: "reserved",
+        created: now,
+        expires: now + ttl,
+    };
+    let v = admission_json(&id, &order);
+    *st.held.entry((sku.to_string(), user)).or_default() += qty;
+    st.idem.insert(key, id.clone());
+    if !(bug == Bug::LoseOrders && n % 7 == 0) {
+        st.orders.insert(id, order);
+    }
+    (201, v)
+}
+
+/// Cancel or pay.
+fn settle_order(
+    st: &mut FakeState,
+    admin: bool,
+    id: &str,
+    action: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let FakeState {
+        orders,
+        sales,
+        held,
+        ..
+    } = &mut *st;
+    let Some(o) = orders.get_mut(id) else {
+        return err(404, "unknown_order");
+    };
+    let sale = sales.get_mut(&o.sku).expect("order of a known sale");
+    match (action, o.state) {
+        ("cancel", "reserved") => {
+            if body["user_id"].as_u64() != Some(o.user) {
+                return err(404, "unknown_order");
+            }
+            o.state = "cancelled";
+            sale.reserved -= o.qty;
+            sale.remaining += o.qty;
+            *held.get_mut(&(o.sku.clone(), o.user)).unwrap() -= o.qty;
+        }
+        ("pay", "reserved") => {
+            if !admin {
+                return err(401, "unauthorized");
+            }
+            o.state = "paid";
+            sale.reserved -= o.qty;
+            sale.paid += o.qty;
+        }
+        ("cancel", "cancelled") | ("pay", "paid") => {}
+        ("cancel", "paid") => return err(409, "paid"),
+        ("pay", "cancelled") => return err(409, "cancelled"),
+        _ => return err(400, "bad_request"),
+    }
+    (200, order_json(id, o))
 }
 
 /// Starts the fake on 127.0.0.1:0 in the test's runtime.
 async fn start_fake(bug: Bug) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(Mutex::new(State::default()));
+    let state = Arc::new(Mutex::new(FakeState::default()));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
