@@ -11,7 +11,7 @@ use crate::gate;
 use crate::sale::{SaleEntry, SaleStatus, STATUS_ENDED};
 use crate::sync::Ordering;
 use crate::types::{
-    validate_sku, CreateSaleError, SaleOpError, SaleSpec, SaleView, QTY_MAX,
+    validate_new_sku, validate_sku, CreateSaleError, SaleOpError, SaleSpec, SaleView, QTY_MAX,
     RESERVATION_TTL_MAX_MS, SALES_MAX, STOCK_MAX,
 };
 
@@ -23,7 +23,7 @@ impl Engine {
         now_ms: u64,
         mut sink: impl EventSink,
     ) -> Result<SaleView, CreateSaleError> {
-        validate_sku(&spec.sku).map_err(CreateSaleError::InvalidSku)?;
+        validate_new_sku(&spec.sku).map_err(CreateSaleError::InvalidSku)?;
         if spec.per_user_limit == 0 || spec.per_user_limit > QTY_MAX {
             return Err(CreateSaleError::InvalidLimit);
         }

@@ -28,6 +28,7 @@ mod apply;
 mod engine;
 mod event;
 pub mod gate;
+mod labels;
 mod lifecycle;
 mod orders;
 mod sale;

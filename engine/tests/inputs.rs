@@ -19,6 +19,24 @@ fn engine_with(sku: &str) -> Engine {
     engine
 }
 
+/// A log written before dot-segment skus were refused may hold one: it
+/// still replays.
+#[test]
+fn a_logged_dot_segment_sale_replays() {
+    let engine = Engine::new(EngineConfig::with_shards(2));
+    let event = engine::Event::SaleCreated {
+        ordinal: 0,
+        sku: "..".to_string(),
+        stock: 5,
+        per_user_limit: 1,
+        starts_at_ms: None,
+        ends_at_ms: None,
+        reservation_ttl_ms: 60_000,
+    };
+    engine.apply(&event).unwrap();
+    assert!(engine.sale("..", 0).is_some());
+}
+
 #[test]
 fn create_sale_rejections() {
     let engine = Engine::new(EngineConfig::with_shards(2));
@@ -32,6 +50,11 @@ fn create_sale_rejections() {
     );
     check(spec("a b"), CreateSaleError::InvalidSku(SkuError::BadChar));
     check(spec("é"), CreateSaleError::InvalidSku(SkuError::BadChar));
+    check(spec("."), CreateSaleError::InvalidSku(SkuError::DotSegment));
+    check(
+        spec(".."),
+        CreateSaleError::InvalidSku(SkuError::DotSegment),
+    );
     check(
         SaleSpec {
             per_user_limit: 0,

@@ -1,12 +1,12 @@
 //! Label lists from enums: each outcome enum's `ALL` lists every variant once,
-//! in `index` order, with distinct labels. The gateway sizes its metric
-//! arrays with `ALL.len()`, indexes them with `index()` and renders labels
-//! from `ALL`, so a variant missing from `ALL` would index past the end.
+//! in `index` order, with distinct labels. The gateway sizes its rejection
+//! counters with `RejectionKind::COUNT`, indexes them with `kind()` and
+//! renders labels from `RejectionKind::ALL`.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
 
-use engine::{OrderRejection, OrderState, Rejection, SalePhase, SinkError};
+use engine::{OrderRejection, OrderState, Rejection, RejectionKind, SalePhase, SinkError};
 
 /// Checks `all` against `every`, a hand list of every variant (with each
 /// payload a variant can carry): `all` is in `index` order, its labels are
@@ -54,7 +54,16 @@ fn rejection_labels_come_from_all() {
         Rejection::Unavailable(SinkError::Full),
         Rejection::Unavailable(SinkError::Failed),
     ];
-    check(&Rejection::ALL, &every, Rejection::index, Rejection::as_str);
+    let kinds: Vec<RejectionKind> = every.iter().map(|r| r.kind()).collect();
+    check(
+        &RejectionKind::ALL,
+        &kinds,
+        |k| k as usize,
+        RejectionKind::as_str,
+    );
+    for r in every {
+        assert_eq!(r.as_str(), r.kind().as_str(), "{r:?}");
+    }
 }
 
 #[test]

@@ -16,7 +16,6 @@ pub mod app;
 pub mod config;
 mod drain;
 pub mod http;
-mod labels;
 pub mod metrics;
 pub mod ratelimit;
 mod relay;

@@ -5,12 +5,11 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use engine::Rejection;
+use engine::{Rejection, RejectionKind};
 
 use crate::http::Route;
-use crate::labels::labelled_enum;
 
-labelled_enum! {
+engine::labelled_enum! {
     /// The statuses the gateway answers with, as counted; anything else
     /// (there should be nothing else) is `Other`.
     enum Status {
@@ -59,45 +58,12 @@ impl Status {
     }
 }
 
-/// Rejection reasons as counted (the engine's, by `Rejection::as_str`).
-const REASONS: [&str; 12] = [
-    "sold_out",
-    "limit_exceeded",
-    "not_started",
-    "ended",
-    "paused",
-    "unknown_sku",
-    "invalid_sku",
-    "invalid_quantity",
-    "request_id_reused",
-    "in_progress",
-    "unavailable",
-    "order_limit",
-];
-
-fn reason_index(r: Rejection) -> usize {
-    match r {
-        Rejection::SoldOut => 0,
-        Rejection::LimitExceeded => 1,
-        Rejection::NotStarted => 2,
-        Rejection::Ended => 3,
-        Rejection::Paused => 4,
-        Rejection::UnknownSku => 5,
-        Rejection::InvalidSku => 6,
-        Rejection::InvalidQuantity => 7,
-        Rejection::RequestIdReused => 8,
-        Rejection::InProgress => 9,
-        Rejection::Unavailable(_) => 10,
-        Rejection::OrderLimit => 11,
-    }
-}
-
 #[derive(Default)]
 pub struct Metrics {
     requests: [[AtomicU64; Status::COUNT]; Route::COUNT],
     pub admissions: AtomicU64,
     pub replays: AtomicU64,
-    rejections: [AtomicU64; REASONS.len()],
+    rejections: [AtomicU64; RejectionKind::COUNT],
     pub rate_limited: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
@@ -113,7 +79,7 @@ impl Metrics {
 
     #[inline]
     pub fn rejection(&self, r: Rejection) {
-        self.rejections[reason_index(r)].fetch_add(1, Ordering::Relaxed);
+        self.rejections[r.kind() as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn requests_of(&self, route: Route, status: u16) -> u64 {
@@ -196,11 +162,12 @@ impl Metrics {
             "# HELP flashsale_rejections_total Purchases rejected by the engine, by reason.\n",
         );
         out.push_str("# TYPE flashsale_rejections_total counter\n");
-        for (i, reason) in REASONS.iter().enumerate() {
+        for kind in RejectionKind::ALL {
             let _ = writeln!(
                 out,
-                "flashsale_rejections_total{{reason=\"{reason}\"}} {}",
-                load(&self.rejections[i])
+                "flashsale_rejections_total{{reason=\"{}\"}} {}",
+                kind.as_str(),
+                load(&self.rejections[kind as usize])
             );
         }
         out.push_str("# HELP flashsale_sale_remaining Units of a sale not held by any order.\n");

@@ -115,12 +115,6 @@ async fn drive<F: Future>(driver: &mut Option<ConnDriver>, fut: F) -> F::Output 
     fut.await
 }
 
-/// The old name, re-exported only so `spawn.rs` (being reworked on another
-/// branch for issue 11) still compiles until its import says `ClientConn`;
-/// delete once no file names `client::Conn`.
-#[doc(hidden)]
-pub use ClientConn as Conn;
-
 /// One keep-alive connection to the target, re-dialled when it breaks.
 pub struct ClientConn {
     target: Target,

@@ -6,7 +6,7 @@
 //! too. If the binary isn't built yet it is built with cargo, because
 //! `cargo run -p loadtest` only builds this package.
 
-use crate::client::{Conn, Target};
+use crate::client::{ClientConn, Target};
 use anyhow::{bail, Context, Result};
 use hyper::Method;
 use std::path::{Path, PathBuf};
@@ -196,7 +196,7 @@ impl Spawned {
 
     async fn wait_ready(&mut self) -> Result<()> {
         let target = Target::parse(&self.url).await?;
-        let mut conn = Conn::new(target, Duration::from_secs(1));
+        let mut conn = ClientConn::new(target, Duration::from_secs(1));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {

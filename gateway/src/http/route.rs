@@ -7,9 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::labels::labelled_enum;
-
-labelled_enum! {
+engine::labelled_enum! {
     /// Routes as counted. `Other` covers unknown paths.
     pub enum Route {
         Purchase => "purchase",

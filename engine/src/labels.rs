@@ -1,10 +1,14 @@
-//! Enums whose every variant is a metric label. [`labelled_enum!`] declares
-//! the enum, its `ALL` list and its `as_str` labels from one list, so a
-//! variant cannot be left out of the list (and so go uncounted, or index
-//! past an array sized by it).
+//! Enums whose every variant is a label (of a metric, or in JSON).
+//! [`labelled_enum!`](crate::labelled_enum) declares the enum, its `ALL`
+//! list and its `as_str` labels from one list, so a variant cannot be left
+//! out of `ALL`: not counted, or indexing past an array sized by it. The
+//! gateway uses it too (its routes and statuses), hence the export.
 
 /// Declares a fieldless enum with `ALL` (every variant, in declaration
-/// order, so `ALL[v as usize] == v`), `COUNT` and `as_str`.
+/// order, so `ALL[v as usize] == v`), `COUNT` and `as_str`. Derives
+/// `Clone, Copy, Debug, PartialEq, Eq, Hash`; more can be given as
+/// attributes.
+#[macro_export]
 macro_rules! labelled_enum {
     (
         $(#[$meta:meta])*
@@ -24,7 +28,7 @@ macro_rules! labelled_enum {
             /// How many variants there are.
             pub const COUNT: usize = Self::ALL.len();
 
-            /// The variant's label, as exported in metrics and JSON.
+            /// The variant's label.
             pub const fn as_str(self) -> &'static str {
                 match self {
                     $( $name::$variant => $label, )+
@@ -34,11 +38,9 @@ macro_rules! labelled_enum {
     };
 }
 
-pub(crate) use labelled_enum;
-
 #[cfg(test)]
 mod tests {
-    labelled_enum! {
+    crate::labelled_enum! {
         enum Sample {
             A => "a",
             B => "b",
