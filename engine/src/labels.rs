@@ -41,7 +41,7 @@ macro_rules! labelled_enum {
 #[cfg(test)]
 mod tests {
     crate::labelled_enum! {
-        enum Sample {
+        enum Fruit {
             A => "a",
             B => "b",
             C => "c",
@@ -50,11 +50,11 @@ mod tests {
 
     #[test]
     fn all_follows_declaration_order() {
-        assert_eq!(Sample::COUNT, 3);
-        for (i, v) in Sample::ALL.iter().enumerate() {
+        assert_eq!(Fruit::COUNT, 3);
+        for (i, v) in Fruit::ALL.iter().enumerate() {
             assert_eq!(*v as usize, i);
         }
-        let labels: Vec<_> = Sample::ALL.iter().map(|v| v.as_str()).collect();
+        let labels: Vec<_> = Fruit::ALL.iter().map(|v| v.as_str()).collect();
         assert_eq!(labels, ["a", "b", "c"]);
     }
 }
