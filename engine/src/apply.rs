@@ -4,12 +4,15 @@
 //! stream is an [`ApplyError`], never a panic) and write it.
 
 use std::sync::atomic::Ordering as StdOrdering;
+use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::gate;
-use crate::orders::OrderEntry;
+use crate::orders::{OrderEntry, OrderGuard};
+use crate::sale::SaleEntry;
 use crate::sale::SaleStatus;
+use crate::shard::SkuShard;
 use crate::sync::Ordering;
 use crate::types::{validate_sku, ApplyError, OrderId, OrderState, SaleSpec, STOCK_MAX};
 
@@ -189,14 +192,17 @@ impl Engine {
     /// A payment: of a reserved order, or of an expired one whose units it
     /// takes again (`retaken`).
     fn apply_paid(&self, order_id: u64, retaken: bool) -> Result<(), ApplyError> {
-        let id = OrderId(order_id);
-        let (sale, shard) = self
-            .order_home(id)
-            .ok_or(ApplyError::UnknownOrder(order_id))?;
-        let mut guard = sale
-            .orders
-            .lock(id.seq())
-            .ok_or(ApplyError::UnknownOrder(order_id))?;
+        self.with_logged_order(order_id, |sale, shard, guard| {
+            Self::pay_logged(sale, shard, guard, retaken)
+        })
+    }
+
+    fn pay_logged(
+        sale: &SaleEntry,
+        shard: &SkuShard,
+        guard: &mut OrderGuard<'_>,
+        retaken: bool,
+    ) -> Result<(), ApplyError> {
         let order = guard.order;
         let expected = if retaken {
             OrderState::Expired
@@ -230,6 +236,31 @@ impl Engine {
     /// and the user's quota back.
     fn apply_released(&self, order_id: u64, to: OrderState) -> Result<(), ApplyError> {
         debug_assert!(!to.holds_units(), "a release ends in a state without units");
+        // The order's lock is let go before the units and the quota are
+        // given back, as on the live path.
+        let (sale, shard, qty, user) = self.with_logged_order(order_id, |sale, shard, guard| {
+            if guard.order.state != OrderState::Reserved {
+                return Err(ApplyError::Invalid(
+                    "release of an order that is not reserved",
+                ));
+            }
+            guard.set_state(to);
+            Ok((sale.clone(), shard, guard.order.qty, guard.order.user_id))
+        })?;
+        gate::give_back(&sale.remaining, u64::from(qty));
+        shard.release_holding(sale.ordinal, user, qty);
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Runs `f` on a logged order, locked, with its sale and shard; an
+    /// order this engine does not hold is `UnknownOrder`.
+    fn with_logged_order<'e, R>(
+        &'e self,
+        order_id: u64,
+        f: impl FnOnce(&Arc<SaleEntry>, &'e SkuShard, &mut OrderGuard<'_>) -> Result<R, ApplyError>,
+    ) -> Result<R, ApplyError> {
         let id = OrderId(order_id);
         let (sale, shard) = self
             .order_home(id)
@@ -238,16 +269,6 @@ impl Engine {
             .orders
             .lock(id.seq())
             .ok_or(ApplyError::UnknownOrder(order_id))?;
-        if guard.order.state != OrderState::Reserved {
-            return Err(ApplyError::Invalid(
-                "release of an order that is not reserved",
-            ));
-        }
-        guard.set_state(to);
-        let (qty, user) = (guard.order.qty, guard.order.user_id);
-        drop(guard);
-        gate::give_back(&sale.remaining, u64::from(qty));
-        shard.release_holding(sale.ordinal, user, qty);
-        Ok(())
+        f(&sale, shard, &mut guard)
     }
 }
