@@ -8,7 +8,7 @@
 //! waiter list, shared by both I/O threads, twice per request (~180
 //! instructions per admission under callgrind, and a cache line passed
 //! between cores). Replacing it saved ~100 instructions per admission
-//! (BENCHMARKS.md, "HTTP, session 4").
+//! (BENCHMARKS.md, "Decisions and what they rest on").
 //!
 //! Here each I/O thread has its own [`Drain`]. A connection registers its
 //! task's waker once (again only if the waker changes); a poll costs two

@@ -98,18 +98,18 @@ pub fn open_with_storage(
 }
 
 fn validate(config: &WalConfig) -> Result<(), WalError> {
-    if config.queue_capacity == 0 {
-        return Err(WalError::Config("queue_capacity must be at least 1".into()));
+    let below = |key: &str, min: u64| WalError::Config(format!("{key} must be at least {min}"));
+    if config.queue_capacity < WalConfig::QUEUE_CAPACITY_MIN {
+        let min = u64::from(WalConfig::QUEUE_CAPACITY_MIN);
+        return Err(below("queue_capacity", min));
     }
-    if config.segment_bytes < 256 {
-        return Err(WalError::Config(
-            "segment_bytes must be at least 256".into(),
-        ));
+    if config.segment_bytes < WalConfig::SEGMENT_BYTES_MIN {
+        return Err(below("segment_bytes", WalConfig::SEGMENT_BYTES_MIN));
     }
-    if config.fsync == FsyncMode::Interval && config.fsync_interval_ms == 0 {
-        return Err(WalError::Config(
-            "fsync_interval_ms must be at least 1".into(),
-        ));
+    if config.fsync == FsyncMode::Interval
+        && config.fsync_interval_ms < WalConfig::FSYNC_INTERVAL_MS_MIN
+    {
+        return Err(below("fsync_interval_ms", WalConfig::FSYNC_INTERVAL_MS_MIN));
     }
     Ok(())
 }

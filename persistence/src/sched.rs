@@ -19,7 +19,7 @@
 //! With the slice alone the writer's wake-ups waited 40–52 µs. Where the
 //! process may (`CAP_SYS_NICE`), the writer also lowers its nice value,
 //! which gives it a larger weight: with both, 7–8 µs (BENCHMARKS.md,
-//! "HTTP, session 4").
+//! "Decisions and what they rest on").
 
 use std::io;
 use std::time::Duration;
