@@ -6,7 +6,7 @@
 --   wrk -t2 -c256 -d10s -s loadtest/wrk/purchase.lua http://127.0.0.1:8080 -- SKU
 --
 -- SKU defaults to "bench"; create it first with a large stock, e.g.
---   curl -H 'Authorization: Bearer change-me' -d '{"sku":"bench","stock":1000000000000,"per_user_limit":1}' \
+--   curl -H 'Authorization: Bearer change-me' --json '{"sku":"bench","stock":1000000000000,"per_user_limit":1}' \
 --        http://127.0.0.1:8080/v1/admin/sales
 --
 -- One sale makes at most engine.max_orders_per_sale orders (10 million by
