@@ -14,6 +14,8 @@
 #
 # Usage: scripts/bench/ir.sh BIN [BIN...]
 # Env:   FSYNC=never (or always, interval)  DURATION=6  CONNECTIONS=32
+#        KEEP_DIR=dir: keep each run's cachegrind.out there (N.cachegrind.out,
+#        N counting from 1), for cg_annotate or cg_diff
 # Output: one line per BIN: `BIN instructions_per_admission admissions`
 # Needs: valgrind wrk curl (apt-get install -y valgrind wrk curl)
 set -euo pipefail
@@ -40,6 +42,10 @@ for bin in "$@"; do
   admitted=$(admissions)
   stop_server 120
   ir=$(awk '/^summary:/ { print $2 }' "$SERVER_DIR/cachegrind.out")
+  if [[ -n "${KEEP_DIR:-}" ]]; then
+    run=$((${run:-0} + 1))
+    mkdir -p "$KEEP_DIR" && cp "$SERVER_DIR/cachegrind.out" "$KEEP_DIR/$run.cachegrind.out"
+  fi
   [[ -n "$ir" && "${admitted:-0}" -gt 0 ]] || { echo "no count for $bin (Ir '$ir', admissions '$admitted')" >&2; exit 1; }
   awk -v b="$bin" -v ir="$ir" -v n="$admitted" 'BEGIN { printf "%s %.0f %d\n", b, ir / n, n }'
 done

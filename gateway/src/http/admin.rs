@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::ack::acknowledge;
 use super::auth::require_admin;
 use super::body::{parse, read_body};
+use super::head::BodyType;
 use super::response::{bad_request, error, json, log_unavailable, sale_ended, unknown_sku, Resp};
 use super::sales::sale_json;
 use crate::app::{unix_ms, App, Core};
@@ -54,11 +55,15 @@ struct StockBody {
 }
 
 /// `POST /v1/admin/sales`.
-pub async fn admin_create(app: &App, core: &Core, req: Request<Incoming>) -> Resp {
+pub async fn admin_create(
+    app: &App,
+    core: &Core,
+    (body_type, req): (BodyType, Request<Incoming>),
+) -> Resp {
     if let Err(resp) = require_admin(&app.config.server, req.headers()) {
         return resp;
     }
-    let body = match read_body(&app.config.server, req).await {
+    let body = match read_body(&app.config.server, body_type, req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -109,12 +114,12 @@ pub async fn admin_sale_op(
     core: &Core,
     op: SaleOp,
     sku: &str,
-    req: Request<Incoming>,
+    (body_type, req): (BodyType, Request<Incoming>),
 ) -> Resp {
     if let Err(resp) = require_admin(&app.config.server, req.headers()) {
         return resp;
     }
-    let body = match read_body(&app.config.server, req).await {
+    let body = match read_body(&app.config.server, body_type, req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::admin::{admin_create, admin_sale_op, SaleOp};
-use super::head::check_head;
+use super::head::{check_head, BodyType};
 use super::orders::{order_cancel, order_get, order_pay};
 use super::probes::{healthz, metrics, readyz};
 use super::purchase::{purchase, PathSku, Purchase};
@@ -47,11 +47,16 @@ pub fn handle(
     }
     let next = match route(&app, ip, &req) {
         Step::Done(route, resp) => Next::Done(route, resp),
-        Step::Purchase(sku) => match Purchase::new(&app, sku, req) {
+        Step::Purchase(sku, body_type) => match Purchase::new(&app, sku, body_type, req) {
             Ok(p) => Next::Purchase(p),
             Err(resp) => Next::Done(Route::Purchase, resp),
         },
-        Step::Change(change, param) => Next::Boxed(Box::new(Changing { change, param, req })),
+        Step::Change(change, param, body_type) => Next::Boxed(Box::new(Changing {
+            change,
+            param,
+            body_type,
+            req,
+        })),
     };
     async move {
         let (route, resp) = match next {
@@ -94,6 +99,7 @@ impl Change {
 struct Changing {
     change: Change,
     param: String,
+    body_type: BodyType,
     req: Request<Incoming>,
 }
 
@@ -102,9 +108,9 @@ enum Step {
     /// The answer, made without waiting.
     Done(Route, Resp),
     /// A purchase of the sku the path names.
-    Purchase(PathSku),
+    Purchase(PathSku, BodyType),
     /// Another route that reads a body and waits for the log.
-    Change(Change, String),
+    Change(Change, String, BodyType),
 }
 
 /// Who a route's requests are rate limited as, besides the global bucket.
@@ -136,9 +142,10 @@ fn limit(route: Route) -> Limit {
 }
 
 fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
-    if let Err(resp) = check_head(req) {
-        return Step::Done(Route::Other, resp);
-    }
+    let body_type = match check_head(req) {
+        Ok(body_type) => body_type,
+        Err(resp) => return Step::Done(Route::Other, resp),
+    };
     let Ok(matched) = match_path(req.uri().path()) else {
         return Step::Done(Route::Other, bad_request("path: invalid percent-encoding"));
     };
@@ -163,13 +170,18 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
         | Route::AdminStock
         | Route::AdminPause
         | Route::AdminResume
-        | Route::AdminEnd => return engine_route(app, ip, route, param, req),
+        | Route::AdminEnd => return engine_route(app, ip, (route, param, body_type), req),
     };
     Step::Done(route, resp)
 }
 
 /// The routes that need the engine: 503 until recovery is done.
-fn engine_route(app: &App, ip: IpAddr, route: Route, param: &str, req: &Request<Incoming>) -> Step {
+fn engine_route(
+    app: &App,
+    ip: IpAddr,
+    (route, param, body_type): (Route, &str, BodyType),
+    req: &Request<Incoming>,
+) -> Step {
     let Some(core) = app.core() else {
         return Step::Done(route, unavailable("recovery in progress"));
     };
@@ -186,12 +198,12 @@ fn engine_route(app: &App, ip: IpAddr, route: Route, param: &str, req: &Request<
         }
         Limit::Ip | Limit::User | Limit::None => {}
     }
-    let change = |c: Change| Step::Change(c, param.to_string());
+    let change = |c: Change| Step::Change(c, param.to_string(), body_type);
     let resp = match route {
         Route::SaleGet => sale_get(core, param),
         Route::SalesList => sales_list(core),
         Route::OrderGet => order_get(app, core, param, req),
-        Route::Purchase => return Step::Purchase(PathSku::copy(param)),
+        Route::Purchase => return Step::Purchase(PathSku::copy(param), body_type),
         Route::OrderCancel => return change(Change::OrderCancel),
         Route::OrderPay => return change(Change::OrderPay),
         Route::AdminCreate => return change(Change::AdminCreate),
@@ -209,7 +221,13 @@ async fn changing_route(app: &App, c: Changing) -> Resp {
     let Some(core) = app.core() else {
         return unavailable("recovery in progress");
     };
-    let Changing { change, param, req } = c;
+    let Changing {
+        change,
+        param,
+        body_type,
+        req,
+    } = c;
+    let req = (body_type, req);
     match change {
         Change::OrderCancel => order_cancel(app, core, &param, req).await,
         Change::OrderPay => order_pay(app, core, &param, req).await,

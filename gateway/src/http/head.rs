@@ -7,7 +7,7 @@
 //! malformed request line or header, over 100 headers, a head over that
 //! size) with a bare status and an empty body, which no hook changes.
 
-use hyper::header::HOST;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode, Version};
 
 use super::response::{bad_request, closing, error, Resp};
@@ -16,9 +16,41 @@ use super::response::{bad_request, closing, error, Resp};
 /// largest request target: beyond them, 431 and 414.
 pub const HEAD_BYTES_MAX: usize = 8 * 1024;
 
+/// What a request's `Content-Type` declares its body to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyType {
+    /// No `Content-Type`: taken as JSON (many clients send none).
+    Absent,
+    /// `application/json`, with or without parameters, in any case.
+    Json,
+    /// Anything else, or a repeated header.
+    Other,
+}
+
+impl BodyType {
+    fn of(value: &HeaderValue) -> BodyType {
+        let bytes = value.as_bytes();
+        // What clients send, compared whole before any parsing.
+        if bytes == b"application/json" {
+            return BodyType::Json;
+        }
+        // `type/subtype` before any parameter, case-insensitive (RFC 9110 §8.3.1).
+        let essence = bytes.split(|&b| b == b';').next().unwrap_or(b"");
+        if essence
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/json")
+        {
+            BodyType::Json
+        } else {
+            BodyType::Other
+        }
+    }
+}
+
 /// Refuses a head that is too long or whose `Host` is missing (HTTP/1.1)
-/// or repeated.
-pub fn check_head<B>(req: &Request<B>) -> Result<(), Resp> {
+/// or repeated; else says what its body is declared to be. One pass over
+/// the headers does it all: a lookup per header by name costs a hash each.
+pub fn check_head<B>(req: &Request<B>) -> Result<BodyType, Resp> {
     let uri = req.uri();
     let target = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
     if target > HEAD_BYTES_MAX {
@@ -28,34 +60,35 @@ pub fn check_head<B>(req: &Request<B>) -> Result<(), Resp> {
             "request target: longer than 8192 bytes",
         )));
     }
-    if head_bytes(req, target) > HEAD_BYTES_MAX {
+    // "METHOD SP target SP HTTP/1.1 CRLF", each "name: value CRLF", CRLF.
+    let mut head_bytes = req.method().as_str().len() + 1 + target + 1 + 8 + 2 + 2;
+    let mut hosts = 0u32;
+    let mut body_type = BodyType::Absent;
+    for (name, value) in req.headers() {
+        head_bytes += name.as_str().len() + 2 + value.len() + 2;
+        if name == HOST {
+            hosts += 1;
+        } else if name == CONTENT_TYPE {
+            body_type = match body_type {
+                BodyType::Absent => BodyType::of(value),
+                BodyType::Json | BodyType::Other => BodyType::Other,
+            };
+        }
+    }
+    if head_bytes > HEAD_BYTES_MAX {
         return Err(closing(error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             "request head: larger than 8192 bytes",
         )));
     }
-    let mut hosts = req.headers().get_all(HOST).iter();
-    let first = hosts.next();
-    if hosts.next().is_some() {
+    if hosts > 1 {
         return Err(bad_request("Host: more than one header"));
     }
-    if first.is_none() && req.version() == Version::HTTP_11 {
+    if hosts == 0 && req.version() == Version::HTTP_11 {
         return Err(bad_request("Host: required in HTTP/1.1"));
     }
-    Ok(())
-}
-
-/// The head's size as sent: request line, each header line, blank line.
-fn head_bytes<B>(req: &Request<B>, target: usize) -> usize {
-    // "METHOD SP target SP HTTP/1.1 CRLF" ... CRLF
-    let line = req.method().as_str().len() + 1 + target + 1 + 8 + 2;
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
-        .sum();
-    line + headers + 2
+    Ok(body_type)
 }
 
 #[cfg(test)]
@@ -70,8 +103,36 @@ mod tests {
         b.body(()).unwrap()
     }
 
-    fn status(r: Result<(), Resp>) -> u16 {
-        r.map_or_else(|resp| resp.status().as_u16(), |()| 200)
+    fn status(r: Result<BodyType, Resp>) -> u16 {
+        r.map_or_else(|resp| resp.status().as_u16(), |_| 200)
+    }
+
+    #[test]
+    fn body_types() {
+        let of = |ct: &[&str]| {
+            let mut headers = vec![("host", "a")];
+            headers.extend(ct.iter().map(|v| ("content-type", *v)));
+            check_head(&request("/", &headers, Version::HTTP_11)).unwrap()
+        };
+        assert_eq!(of(&[]), BodyType::Absent);
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/json ;charset=utf-8",
+        ] {
+            assert_eq!(of(&[json]), BodyType::Json, "{json:?}");
+        }
+        for other in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonx",
+            "",
+        ] {
+            assert_eq!(of(&[other]), BodyType::Other, "{other:?}");
+        }
+        let two = ["application/json", "application/json"];
+        assert_eq!(of(&two), BodyType::Other);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::ack::acknowledge;
 use super::auth::{credential, require_admin, Credential};
 use super::body::{parse, read_body};
+use super::head::BodyType;
 use super::response::{bad_request, error, json, log_unavailable, unknown_order, Resp};
 use crate::app::{unix_ms, App, Core};
 use crate::wal::WalSink;
@@ -96,8 +97,13 @@ struct CancelBody {
 }
 
 /// `POST /v1/orders/{id}/cancel`: the buyer gives a reservation up.
-pub async fn order_cancel(app: &App, core: &Core, id: &str, req: Request<Incoming>) -> Resp {
-    let body = match read_body(&app.config.server, req).await {
+pub async fn order_cancel(
+    app: &App,
+    core: &Core,
+    id: &str,
+    (body_type, req): (BodyType, Request<Incoming>),
+) -> Resp {
+    let body = match read_body(&app.config.server, body_type, req).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -116,12 +122,17 @@ pub async fn order_cancel(app: &App, core: &Core, id: &str, req: Request<Incomin
 }
 
 /// `POST /v1/orders/{id}/pay`: the shop's payment system (admin auth).
-pub async fn order_pay(app: &App, core: &Core, id: &str, req: Request<Incoming>) -> Resp {
+pub async fn order_pay(
+    app: &App,
+    core: &Core,
+    id: &str,
+    (body_type, req): (BodyType, Request<Incoming>),
+) -> Resp {
     if let Err(resp) = require_admin(&app.config.server, req.headers()) {
         return resp;
     }
     // The body is not used; read (bounded) so the connection stays reusable.
-    if let Err(resp) = read_body(&app.config.server, req).await {
+    if let Err(resp) = read_body(&app.config.server, body_type, req).await {
         return resp;
     }
     let Some(order_id) = parse_order_id(id) else {

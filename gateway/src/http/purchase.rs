@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::ack::acknowledge;
-use super::body::{check_content_length, check_content_type, collect_body, parse};
+use super::body::{check_body_type, check_content_length, collect_body, parse};
+use super::head::BodyType;
 use super::purchase_body::PurchaseBody;
 use super::response::{
     bad_request, json, json_static, log_unavailable, rate_limited, static_error_body, unknown_sku,
@@ -93,7 +94,12 @@ impl Purchase {
     /// The global rate limit, then the declared body type and length (in
     /// that order: a refusal by the limiter is the cheapest); then takes
     /// the request apart.
-    pub(crate) fn new(app: &App, sku: PathSku, req: Request<Incoming>) -> Result<Purchase, Resp> {
+    pub(crate) fn new(
+        app: &App,
+        sku: PathSku,
+        body_type: BodyType,
+        req: Request<Incoming>,
+    ) -> Result<Purchase, Resp> {
         let limiter = &app.limiter;
         let now = if limiter.enabled() {
             limiter.now_ns()
@@ -103,7 +109,7 @@ impl Purchase {
         if let Err(retry) = limiter.check_global(now) {
             return Err(rate_limited(&app.metrics, retry));
         }
-        check_content_type(req.headers())?;
+        check_body_type(body_type)?;
         check_content_length(&app.config.server, req.body())?;
         Ok(Purchase {
             body: req.into_body(),
