@@ -34,6 +34,7 @@ engine::labelled_enum! {
 }
 
 impl Status {
+    #[inline]
     fn of(code: u16) -> Status {
         match code {
             200 => Status::Ok,

@@ -12,6 +12,7 @@ use crate::wal::Ticket;
 /// Waits until the change that handed out `ticket` (or, for `None`, an
 /// idempotent repeat, everything accepted so far: see `Core::acknowledge`)
 /// is durable.
+#[inline]
 pub async fn acknowledge(
     metrics: &Metrics,
     core: &Core,

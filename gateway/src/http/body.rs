@@ -18,6 +18,7 @@ use crate::config::ServerConfig;
 /// `Content-Type` is accepted (`curl --json` and most clients send it; some
 /// don't). Refusing `text/plain`, form and multipart bodies is what keeps a
 /// web page from posting purchases cross-site without a CORS preflight.
+#[inline]
 pub fn check_body_type(body_type: BodyType) -> Result<(), Resp> {
     match body_type {
         BodyType::Absent | BodyType::Json => Ok(()),
@@ -46,6 +47,7 @@ pub async fn read_body(
 /// Refuses a declared body longer than `server.max_body_bytes` before
 /// reading any of it. hyper has parsed the `content-length` (and refused a
 /// malformed one) already; its size hint is that length.
+#[inline]
 pub fn check_content_length(server: &ServerConfig, body: &Incoming) -> Result<(), Resp> {
     let max = server.max_body_bytes;
     if body.size_hint().lower() > max {
@@ -56,6 +58,7 @@ pub fn check_content_length(server: &ServerConfig, body: &Incoming) -> Result<()
 
 /// Reads a body of at most `server.max_body_bytes`, within the header read
 /// timeout.
+#[inline]
 pub async fn collect_body(server: &ServerConfig, mut body: Incoming) -> Result<Bytes, Resp> {
     let max = server.max_body_bytes;
     if body.is_end_stream() {

@@ -28,6 +28,7 @@ pub enum BodyType {
 }
 
 impl BodyType {
+    #[inline]
     fn of(value: &HeaderValue) -> BodyType {
         let bytes = value.as_bytes();
         // What clients send, compared whole before any parsing.
@@ -50,6 +51,7 @@ impl BodyType {
 /// Refuses a head that is too long or whose `Host` is missing (HTTP/1.1)
 /// or repeated; else says what its body is declared to be. One pass over
 /// the headers does it all: a lookup per header by name costs a hash each.
+#[inline]
 pub fn check_head<B>(req: &Request<B>) -> Result<BodyType, Resp> {
     let uri = req.uri();
     let target = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);

@@ -4,6 +4,12 @@
 //! (reading and parsing bodies), `auth` (admin tokens), `ack` (waiting for
 //! durability), and the handlers: `purchase` (the hot path), `orders`,
 //! `sales`, `admin`, `probes`.
+//!
+//! The purchase path's small functions in other files of this folder are
+//! `#[inline]`: the compiler splits a crate into codegen units by module and
+//! does not inline across them otherwise, and the split from one file cost
+//! the path a few hundred instructions per request in calls it used not to
+//! make (BENCHMARKS.md, "This session").
 
 // Checks return `Result<_, Resp>` where the error is the finished response:
 // it is moved once on a cold path, and boxing it would cost an allocation.

@@ -64,6 +64,7 @@ pub(crate) struct PathSku {
 const _: () = assert!(SKU_LEN_MAX <= u8::MAX as usize);
 
 impl PathSku {
+    #[inline]
     pub(crate) fn copy(sku: &str) -> PathSku {
         let mut bytes = [0u8; SKU_LEN_MAX];
         let len = if sku.len() <= SKU_LEN_MAX {
@@ -75,6 +76,7 @@ impl PathSku {
         PathSku { bytes, len }
     }
 
+    #[inline]
     fn as_str(&self) -> &str {
         // Copied whole from a `&str` (or empty): always valid UTF-8.
         std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
@@ -94,6 +96,7 @@ impl Purchase {
     /// The global rate limit, then the declared body type and length (in
     /// that order: a refusal by the limiter is the cheapest); then takes
     /// the request apart.
+    #[inline]
     pub(crate) fn new(
         app: &App,
         sku: PathSku,
@@ -163,6 +166,7 @@ struct Admitted {
 
 /// Parses the body, applies the per-user limit and asks the engine; the
 /// answer is a rejection to send at once or an admission to acknowledge.
+#[inline]
 fn admit(app: &App, core: &Core, sku: &str, bytes: &[u8], now: u64) -> Result<Admitted, Resp> {
     // Parsed in place: `request_id` borrows from hyper's buffer only until
     // this returns, and the caller drops that buffer before its wait.
@@ -197,6 +201,7 @@ fn admit(app: &App, core: &Core, sku: &str, bytes: &[u8], now: u64) -> Result<Ad
 /// The 201/200 body of an admission. Built by hand on the stack: `write!`
 /// into a `String` cost ~1,300 instructions and two allocations per
 /// admission; this is one allocation.
+#[inline]
 fn admitted_body(admission: &Admission, sku: &str) -> Bytes {
     let mut ints = [itoa::Buffer::new(); 4];
     let [order_id, user_id, qty, expires] = &mut ints;
@@ -224,6 +229,7 @@ fn admitted_body(admission: &Admission, sku: &str) -> Bytes {
 /// The answer to an engine rejection. The common ones, above all `sold_out`
 /// (most responses of a flash sale), are static bytes: no allocation, no
 /// formatting, no escaping on the path that must be cheapest.
+#[inline]
 pub(crate) fn rejection(r: Rejection) -> Resp {
     let (status, body) = match r {
         Rejection::SoldOut => (

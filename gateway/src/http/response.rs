@@ -14,6 +14,7 @@ pub type Resp = Response<Full<Bytes>>;
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
+#[inline]
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
@@ -22,6 +23,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
 }
 
 /// A JSON body fixed at compile time, sent without a copy.
+#[inline]
 pub fn json_static(status: StatusCode, body: &'static str) -> Resp {
     json(status, Bytes::from_static(body.as_bytes()))
 }

@@ -98,6 +98,7 @@ pub struct BadEncoding;
 const SEGMENTS_MAX: usize = 6;
 
 /// Matches a path (without its query) to a route.
+#[inline]
 pub fn match_path(path: &str) -> Result<Matched<'_>, BadEncoding> {
     let Some((seg, n, percent)) = segments(path) else {
         return Ok(other());
@@ -132,6 +133,7 @@ fn other<'a>() -> Matched<'a> {
 
 /// The table. A path that is none of these is `Other` (404): the only
 /// wildcard, and it changes nothing.
+#[inline]
 fn lookup<'s>(seg: &[&'s str]) -> (Route, &'s str) {
     match *seg {
         ["v1", "sales", sku, "purchase"] => (Route::Purchase, sku),
@@ -155,6 +157,7 @@ fn lookup<'s>(seg: &[&'s str]) -> (Route, &'s str) {
 /// The split path: at most [`SEGMENTS_MAX`] segments are ever meaningful.
 /// Also says whether the path has a `%` (found in the same pass: a second
 /// scan of the path cost ~70 instructions per request).
+#[inline]
 fn segments(path: &str) -> Option<([&str; SEGMENTS_MAX], usize, bool)> {
     // By hand: `str::split` cost ~500 instructions per call here.
     let rest = path.strip_prefix('/')?;
