@@ -5,7 +5,10 @@
 //! Layers, each depending only on those after it: [`server`] (listener,
 //! I/O threads, shutdown) → [`http`] (routes and handlers) → [`app`] (the
 //! state every connection shares: engine and log, limiter, counters,
-//! expiry ticker) → `relay`, [`metrics`], [`ratelimit`], [`config`].
+//! expiry ticker) → `relay`, [`metrics`], [`ratelimit`], [`config`]. One
+//! edge goes back, to a leaf: [`metrics`] counts requests by
+//! `http::route::Route`, a file that imports nothing of the crate.
+//! `tests/tidy.rs` fails on any circle between files.
 //!
 //! **Invariant:** a 201 admission, or a 200 for pay/cancel or an admin change,
 //! is sent only after the log reports its event durable (per `wal.fsync`);

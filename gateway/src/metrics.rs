@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::{Rejection, RejectionKind};
 
-use crate::http::Route;
+use crate::http::route::Route;
 
 engine::labelled_enum! {
     /// The statuses the gateway answers with, as counted; anything else

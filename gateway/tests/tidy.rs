@@ -106,53 +106,100 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// The module paths a file names with `crate::` or `super::`, resolved to
+/// The module paths a file names: with `crate::` or `super::` (brace
+/// groups included), and its own child modules it names with `use child::`
+/// or `use self::child::` (a facade re-exporting them). Each resolves to
 /// the longest prefix that is a module of the crate.
 fn imports(code: &str, me: &[String], modules: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
     let mut out = BTreeSet::new();
-    let bytes = code.as_bytes();
-    for (start, _) in code
-        .match_indices("crate::")
-        .chain(code.match_indices("super::"))
-    {
-        if start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
-            continue;
+    for path in paths(code) {
+        let (mut base, mut rest): (Vec<String>, &[String]) = match path.first().map(String::as_str)
+        {
+            Some("crate") => (Vec::new(), &path[1..]),
+            Some("self") => (me.to_vec(), &path[1..]),
+            _ => (me.to_vec(), &path[..]),
+        };
+        while rest.first().is_some_and(|s| s == "super") {
+            base.pop();
+            rest = &rest[1..];
         }
-        let path: Vec<&str> = code[start..]
-            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-            .next()
-            .unwrap_or("")
-            .split("::")
-            .filter(|s| !s.is_empty())
-            .collect();
-        let mut base: Vec<String> = Vec::new();
-        let mut rest = &path[..];
-        if path.first() == Some(&"crate") {
-            rest = &path[1..];
-        } else {
-            base = me.to_vec();
-            while rest.first() == Some(&"super") {
-                base.pop();
-                rest = &rest[1..];
-            }
-        }
-        let mut target = base.clone();
-        let mut best = None;
+        let mut best = modules.contains(&base).then(|| base.clone());
+        let mut target = base;
         for seg in rest {
-            target.push(seg.to_string());
+            target.push(seg.clone());
             if modules.contains(&target) {
                 best = Some(target.clone());
             }
         }
-        // Paths to the crate root's re-exports are not edges: the root is
-        // the crate's facade, not one of its files' peers.
-        if let Some(t) = best {
-            if t != me && !me.starts_with(&t) {
-                out.insert(t);
+        // The crate root (`lib.rs`) is the crate's facade, not a peer of
+        // its files: paths to its re-exports are not edges.
+        if let Some(t) = best.filter(|t| t.as_slice() != me && !t.is_empty()) {
+            out.insert(t);
+        }
+    }
+    out
+}
+
+/// Every path a file's code names: `crate::…` and `super::…` anywhere, and
+/// each `use` path, with brace groups expanded (`use crate::{a::X, b}` is
+/// `crate::a::X` and `crate::b`).
+fn paths(code: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    let starts_word = |at: usize| {
+        at == 0
+            || !(bytes[at - 1].is_ascii_alphanumeric()
+                || bytes[at - 1] == b'_'
+                || bytes[at - 1] == b':')
+    };
+    for (start, _) in code.match_indices("use ") {
+        if !starts_word(start) {
+            continue;
+        }
+        let from = start + 4;
+        let end = code[from..].find(';').map_or(code.len(), |i| from + i);
+        expand(&code[from..end], &mut out);
+    }
+    for keyword in ["crate::", "super::"] {
+        for (start, _) in code.match_indices(keyword) {
+            if !starts_word(start) {
+                continue;
+            }
+            let text = &code[start..];
+            let stop = text
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(text.len());
+            // A brace group right after is a `use`, expanded above.
+            if !text[stop..].starts_with('{') {
+                out.push(split_path(&text[..stop]));
             }
         }
     }
     out
+}
+
+/// `a::{b::C, d}` as `a::b::C` and `a::d` (nested groups are flattened the
+/// same way, one level at a time).
+fn expand(text: &str, out: &mut Vec<Vec<String>>) {
+    let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    match text.find('{') {
+        None => out.push(split_path(&text)),
+        Some(open) => {
+            let prefix = &text[..open];
+            let inner = text[open + 1..].trim_end_matches('}');
+            for item in inner.split(',').filter(|i| !i.is_empty()) {
+                expand(&format!("{prefix}{item}"), out);
+            }
+        }
+    }
+}
+
+fn split_path(text: &str) -> Vec<String> {
+    text.split("::")
+        .map(|s| s.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 fn find_cycle(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Option<Vec<String>> {
@@ -235,9 +282,23 @@ fn imports_resolve_to_modules() {
             .collect()
     };
     let modules: BTreeSet<Vec<String>> = ["", "a", "a::b", "a::d", "c"].map(m).into();
-    let code =
-        "use super::super::c::Thing; use super::d::Y; let x = crate::c::f(); use crate::a::X;";
-    // `crate::a` is an ancestor of `a::b`, which declares it: not an edge.
+    let code = "use super::super::c::Thing; use super::d::Y; let x = crate::c::f();";
+    assert_eq!(
+        imports(code, &m("a::b"), &modules),
+        [m("a::d"), m("c")].into()
+    );
+    // A parent naming its child is an edge, and so is the child naming its
+    // parent: together, a circle between the two files.
+    assert_eq!(
+        imports("pub use b::Z;", &m("a"), &modules),
+        [m("a::b")].into()
+    );
+    assert_eq!(
+        imports("use super::X;", &m("a::b"), &modules),
+        [m("a")].into()
+    );
+    // Brace groups.
+    let code = "use crate::{a::d::Y, c};";
     assert_eq!(
         imports(code, &m("a::b"), &modules),
         [m("a::d"), m("c")].into()
