@@ -274,3 +274,39 @@ fn histogram(out: &mut String, name: &str, help: &str, buckets: &[(u64, u64)], s
     }
     let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each status label is the code `Status::of` maps to it, so a status
+    /// added to the enum but not to `of` (or the other way) fails here.
+    #[test]
+    fn status_labels_are_their_codes() {
+        for status in Status::ALL {
+            match status.as_str().parse::<u16>() {
+                Ok(code) => assert_eq!(Status::of(code), status, "{code}"),
+                Err(_) => assert_eq!(status, Status::Other),
+            }
+        }
+        assert_eq!(Status::of(302), Status::Other);
+    }
+
+    /// Every rejection is counted under its own label.
+    #[test]
+    fn rejections_are_counted_by_kind() {
+        let m = Metrics::default();
+        m.rejection(Rejection::SoldOut);
+        m.rejection(Rejection::Unavailable(engine::SinkError::Failed));
+        let mut out = String::new();
+        m.render(&mut out, &[], None);
+        for kind in engine::RejectionKind::ALL {
+            let n = u64::from(matches!(kind.as_str(), "sold_out" | "unavailable"));
+            let line = format!(
+                "flashsale_rejections_total{{reason=\"{}\"}} {n}\n",
+                kind.as_str()
+            );
+            assert!(out.contains(&line), "{line}");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use clap::Parser;
 use loadtest::ceiling::{self, CeilingOptions};
 use loadtest::spawn::{self, SpawnOptions};
 use loadtest::{html, report, RunOptions, Scenario};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,12 +20,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "flashsale-loadtest", version)]
 struct Args {
-    /// Server to test.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    target: String,
-    /// Admin bearer token.
-    #[arg(long, default_value = "change-me")]
-    admin_token: String,
+    /// Server to test [default: `server.listen` of --config].
+    #[arg(long)]
+    target: Option<String>,
+    /// Admin bearer token [default: `server.admin_token` of --config; with
+    /// --spawn, a fresh random one].
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// The server's configuration file, read for the defaults of --target
+    /// and --admin-token (not with --spawn), so they are never copies.
+    #[arg(long, value_name = "FILE", default_value = "config.toml")]
+    config: PathBuf,
     /// TOML scenario file (keys = the scenario flags with underscores).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
@@ -224,12 +229,17 @@ async fn real_main(args: Args) -> Result<ExitCode> {
     }
 
     let scenario = args.scenario()?;
+    let admin_token = match (&args.admin_token, args.spawn) {
+        (Some(token), _) => token.clone(),
+        (None, true) => random_token(),
+        (None, false) => server_config(&args.config)?.admin_token,
+    };
     let mut server = None;
     let target = if args.spawn {
         let bin = spawn::find_server_bin(args.server_bin.as_deref(), args.quiet)?;
         let s = spawn::spawn_server(&SpawnOptions {
             bin: bin.clone(),
-            admin_token: args.admin_token.clone(),
+            admin_token: admin_token.clone(),
             fsync: args.spawn_fsync.clone(),
         })
         .await?;
@@ -243,12 +253,15 @@ async fn real_main(args: Args) -> Result<ExitCode> {
         server = Some(s);
         url
     } else {
-        args.target.clone()
+        match &args.target {
+            Some(target) => target.clone(),
+            None => server_config(&args.config)?.url,
+        }
     };
     let opts = RunOptions {
         scenario,
         target,
-        admin_token: args.admin_token.clone(),
+        admin_token,
         quiet: args.quiet,
     };
     let result = loadtest::run(&opts).await;
@@ -299,5 +312,97 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// What the load tester takes from a server's configuration file.
+struct ServerDefaults {
+    url: String,
+    admin_token: String,
+}
+
+/// `server.listen` (as a URL; a wildcard address becomes loopback) and
+/// `server.admin_token` of the server's config file.
+fn server_config(path: &Path) -> Result<ServerDefaults> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading {} for the server's address and token (or give --target and --admin-token)",
+            path.display()
+        )
+    })?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let server = table.get("server").and_then(|s| s.as_table());
+    let key = |name: &str| {
+        server
+            .and_then(|s| s.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .with_context(|| format!("{}: no server.{name}", path.display()))
+    };
+    let listen: std::net::SocketAddr = key("listen")?
+        .parse()
+        .with_context(|| format!("{}: server.listen is not ip:port", path.display()))?;
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    Ok(ServerDefaults {
+        url: format!("http://{host}:{}", listen.port()),
+        admin_token: key("admin_token")?,
+    })
+}
+
+/// A token for a server this process spawns and alone talks to.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // Two std hashers keyed from the OS's randomness: 128 bits, no crate.
+    let mut token = String::with_capacity(32);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id().into());
+        token.push_str(&format!("{:016x}", h.finish()));
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_come_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        for (listen, url) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("0.0.0.0:9000", "http://127.0.0.1:9000"),
+            ("[::]:9001", "http://[::1]:9001"),
+            ("[::1]:9002", "http://[::1]:9002"),
+        ] {
+            let text = format!("[server]\nlisten = \"{listen}\"\nadmin_token = \"t0k\"\n");
+            std::fs::write(&path, text).unwrap();
+            let d = server_config(&path).unwrap();
+            assert_eq!((d.url.as_str(), d.admin_token.as_str()), (url, "t0k"));
+        }
+        std::fs::write(&path, "[server]\nlisten = \"x\"\n").unwrap();
+        assert!(server_config(&path).is_err());
+        assert!(server_config(&dir.path().join("missing.toml")).is_err());
+    }
+
+    /// The repository's own config.toml gives the documented address.
+    #[test]
+    fn the_repository_config_is_readable() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+        assert!(server_config(&path).is_ok());
+    }
+
+    #[test]
+    fn random_tokens_differ() {
+        let (a, b) = (random_token(), random_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 }

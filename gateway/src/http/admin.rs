@@ -2,14 +2,12 @@
 //! end. Each answers the sale as it is after the change, once durable.
 
 use engine::{CreateSaleError, SaleOpError, SaleSpec, SaleView};
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::Deserialize;
 
 use super::ack::acknowledge;
 use super::auth::require_admin;
-use super::body::{parse, read_body};
-use super::head::BodyType;
+use super::body::{parse, read_body, BodyRequest};
 use super::response::{bad_request, error, json, log_unavailable, sale_ended, unknown_sku, Resp};
 use super::sales::sale_json;
 use crate::app::{unix_ms, App, Core};
@@ -55,15 +53,11 @@ struct StockBody {
 }
 
 /// `POST /v1/admin/sales`.
-pub async fn admin_create(
-    app: &App,
-    core: &Core,
-    (body_type, req): (BodyType, Request<Incoming>),
-) -> Resp {
-    if let Err(resp) = require_admin(&app.config.server, req.headers()) {
+pub async fn admin_create(app: &App, core: &Core, r: BodyRequest) -> Resp {
+    if let Err(resp) = require_admin(&app.config.server, r.req.headers()) {
         return resp;
     }
-    let body = match read_body(&app.config.server, body_type, req).await {
+    let body = match read_body(&app.config.server, r).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -109,17 +103,11 @@ fn create_error(e: CreateSaleError) -> Resp {
 }
 
 /// `POST /v1/admin/sales/{sku}/{stock|pause|resume|end}`.
-pub async fn admin_sale_op(
-    app: &App,
-    core: &Core,
-    op: SaleOp,
-    sku: &str,
-    (body_type, req): (BodyType, Request<Incoming>),
-) -> Resp {
-    if let Err(resp) = require_admin(&app.config.server, req.headers()) {
+pub async fn admin_sale_op(app: &App, core: &Core, op: SaleOp, sku: &str, r: BodyRequest) -> Resp {
+    if let Err(resp) = require_admin(&app.config.server, r.req.headers()) {
         return resp;
     }
-    let body = match read_body(&app.config.server, body_type, req).await {
+    let body = match read_body(&app.config.server, r).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

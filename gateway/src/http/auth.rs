@@ -45,7 +45,12 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 
 /// Ok when the request carries the admin token; else the answer to send.
 pub fn require_admin(server: &ServerConfig, headers: &HeaderMap) -> Result<(), Resp> {
-    match credential(headers)? {
+    check_admin(server, &credential(headers)?)
+}
+
+/// Ok when `credential` is the admin token; else 401.
+pub fn check_admin(server: &ServerConfig, credential: &Credential<'_>) -> Result<(), Resp> {
+    match credential {
         Credential::Bearer(token) if is_admin_token(server, token) => Ok(()),
         Credential::Bearer(_) | Credential::Absent | Credential::Unusable => Err(unauthorized()),
     }

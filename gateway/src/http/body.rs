@@ -30,15 +30,19 @@ pub fn check_body_type(body_type: BodyType) -> Result<(), Resp> {
     }
 }
 
+/// A request whose body is yet to be read, with the type its head declared
+/// for it (see `head::check_head`).
+pub struct BodyRequest {
+    pub body_type: BodyType,
+    pub req: Request<Incoming>,
+}
+
 /// Reads a JSON request body, refusing another declared type, and more
 /// than `max_body_bytes`: first by the declared Content-Length (nothing is
 /// read), then while collecting (chunked bodies). A client that trickles its
 /// body is cut after the header read timeout.
-pub async fn read_body(
-    server: &ServerConfig,
-    body_type: BodyType,
-    req: Request<Incoming>,
-) -> Result<Bytes, Resp> {
+pub async fn read_body(server: &ServerConfig, r: BodyRequest) -> Result<Bytes, Resp> {
+    let BodyRequest { body_type, req } = r;
     check_body_type(body_type)?;
     check_content_length(server, req.body())?;
     collect_body(server, req.into_body()).await

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use hyper::Request;
 
 use super::admin::{admin_create, admin_sale_op, SaleOp};
+use super::body::BodyRequest;
 use super::head::{check_head, BodyType};
 use super::orders::{order_cancel, order_get, order_pay};
 use super::probes::{healthz, metrics, readyz};
@@ -113,6 +114,61 @@ enum Step {
     Change(Change, String, BodyType),
 }
 
+/// The routes that need the engine (all but the probes and unknown paths).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineRoute {
+    SaleGet,
+    SalesList,
+    OrderGet,
+    Purchase,
+    Change(Change),
+}
+
+impl EngineRoute {
+    /// `None` for the routes answered without the engine.
+    fn of(route: Route) -> Option<EngineRoute> {
+        let change = |c| Some(EngineRoute::Change(c));
+        match route {
+            Route::SaleGet => Some(EngineRoute::SaleGet),
+            Route::SalesList => Some(EngineRoute::SalesList),
+            Route::OrderGet => Some(EngineRoute::OrderGet),
+            Route::Purchase => Some(EngineRoute::Purchase),
+            Route::OrderCancel => change(Change::OrderCancel),
+            Route::OrderPay => change(Change::OrderPay),
+            Route::AdminCreate => change(Change::AdminCreate),
+            Route::AdminStock => change(Change::AdminSale(SaleOp::AddStock)),
+            Route::AdminPause => change(Change::AdminSale(SaleOp::Pause)),
+            Route::AdminResume => change(Change::AdminSale(SaleOp::Resume)),
+            Route::AdminEnd => change(Change::AdminSale(SaleOp::End)),
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::Other => None,
+        }
+    }
+
+    fn route(self) -> Route {
+        match self {
+            EngineRoute::SaleGet => Route::SaleGet,
+            EngineRoute::SalesList => Route::SalesList,
+            EngineRoute::OrderGet => Route::OrderGet,
+            EngineRoute::Purchase => Route::Purchase,
+            EngineRoute::Change(c) => c.route(),
+        }
+    }
+
+    /// Who its requests are rate limited as, besides the global bucket.
+    fn limit(self) -> Limit {
+        match self {
+            EngineRoute::SaleGet
+            | EngineRoute::SalesList
+            | EngineRoute::OrderGet
+            | EngineRoute::Change(Change::OrderCancel) => Limit::Ip,
+            EngineRoute::Purchase => Limit::User,
+            EngineRoute::Change(Change::OrderPay | Change::AdminCreate | Change::AdminSale(_)) => {
+                Limit::None
+            }
+        }
+    }
+}
+
 /// Who a route's requests are rate limited as, besides the global bucket.
 enum Limit {
     /// The client's IP, here, before the handler.
@@ -120,25 +176,8 @@ enum Limit {
     /// Purchase: the global bucket first, the user once the body is read
     /// (in the handler).
     User,
-    /// Admin, payment and probes: not limited.
+    /// Admin and payment: not limited.
     None,
-}
-
-fn limit(route: Route) -> Limit {
-    match route {
-        Route::SaleGet | Route::SalesList | Route::OrderGet | Route::OrderCancel => Limit::Ip,
-        Route::Purchase => Limit::User,
-        Route::OrderPay
-        | Route::AdminCreate
-        | Route::AdminStock
-        | Route::AdminPause
-        | Route::AdminResume
-        | Route::AdminEnd
-        | Route::Healthz
-        | Route::Readyz
-        | Route::Metrics
-        | Route::Other => Limit::None,
-    }
 }
 
 fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
@@ -154,13 +193,26 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
     if !methods.allows(req.method()) {
         return Step::Done(route, method_not_allowed(methods.allow()));
     }
-    let param = matched.param.as_ref();
+    if let Some(target) = EngineRoute::of(route) {
+        let param = matched.param.as_ref();
+        return engine_route(
+            app,
+            ip,
+            Target {
+                route: target,
+                param,
+                body_type,
+            },
+            req,
+        );
+    }
     let resp = match route {
         Route::Healthz => healthz(),
         Route::Readyz => readyz(app),
         Route::Metrics => metrics(app),
-        Route::Other => not_found(),
-        Route::SaleGet
+        // `EngineRoute::of` took these, and an unknown path is 404.
+        Route::Other
+        | Route::SaleGet
         | Route::SalesList
         | Route::OrderGet
         | Route::Purchase
@@ -170,22 +222,30 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
         | Route::AdminStock
         | Route::AdminPause
         | Route::AdminResume
-        | Route::AdminEnd => return engine_route(app, ip, (route, param, body_type), req),
+        | Route::AdminEnd => not_found(),
     };
     Step::Done(route, resp)
 }
 
+/// An engine route, matched: its path parameter and declared body type.
+struct Target<'a> {
+    route: EngineRoute,
+    param: &'a str,
+    body_type: BodyType,
+}
+
 /// The routes that need the engine: 503 until recovery is done.
-fn engine_route(
-    app: &App,
-    ip: IpAddr,
-    (route, param, body_type): (Route, &str, BodyType),
-    req: &Request<Incoming>,
-) -> Step {
+fn engine_route(app: &App, ip: IpAddr, target: Target<'_>, req: &Request<Incoming>) -> Step {
+    let Target {
+        route: engine_route,
+        param,
+        body_type,
+    } = target;
+    let route = engine_route.route();
     let Some(core) = app.core() else {
         return Step::Done(route, unavailable("recovery in progress"));
     };
-    match limit(route) {
+    match engine_route.limit() {
         Limit::Ip if app.limiter.enabled() => {
             let now = app.limiter.now_ns();
             if let Err(retry) = app
@@ -198,21 +258,12 @@ fn engine_route(
         }
         Limit::Ip | Limit::User | Limit::None => {}
     }
-    let change = |c: Change| Step::Change(c, param.to_string(), body_type);
-    let resp = match route {
-        Route::SaleGet => sale_get(core, param),
-        Route::SalesList => sales_list(core),
-        Route::OrderGet => order_get(app, core, param, req),
-        Route::Purchase => return Step::Purchase(PathSku::copy(param), body_type),
-        Route::OrderCancel => return change(Change::OrderCancel),
-        Route::OrderPay => return change(Change::OrderPay),
-        Route::AdminCreate => return change(Change::AdminCreate),
-        Route::AdminStock => return change(Change::AdminSale(SaleOp::AddStock)),
-        Route::AdminPause => return change(Change::AdminSale(SaleOp::Pause)),
-        Route::AdminResume => return change(Change::AdminSale(SaleOp::Resume)),
-        Route::AdminEnd => return change(Change::AdminSale(SaleOp::End)),
-        // Answered by `route` before the engine is needed.
-        Route::Healthz | Route::Readyz | Route::Metrics | Route::Other => not_found(),
+    let resp = match engine_route {
+        EngineRoute::SaleGet => sale_get(core, param),
+        EngineRoute::SalesList => sales_list(core),
+        EngineRoute::OrderGet => order_get(app, core, param, req),
+        EngineRoute::Purchase => return Step::Purchase(PathSku::copy(param), body_type),
+        EngineRoute::Change(c) => return Step::Change(c, param.to_string(), body_type),
     };
     Step::Done(route, resp)
 }
@@ -227,7 +278,7 @@ async fn changing_route(app: &App, c: Changing) -> Resp {
         body_type,
         req,
     } = c;
-    let req = (body_type, req);
+    let req = BodyRequest { body_type, req };
     match change {
         Change::OrderCancel => order_cancel(app, core, &param, req).await,
         Change::OrderPay => order_pay(app, core, &param, req).await,
@@ -239,6 +290,21 @@ async fn changing_route(app: &App, c: Changing) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every route the engine serves maps back to itself; the others are
+    /// exactly the probes and unknown paths.
+    #[test]
+    fn engine_routes_round_trip() {
+        for route in Route::ALL {
+            match EngineRoute::of(route) {
+                Some(target) => assert_eq!(target.route(), route),
+                None => assert!(matches!(
+                    route,
+                    Route::Healthz | Route::Readyz | Route::Metrics | Route::Other
+                )),
+            }
+        }
+    }
 
     /// Each changing route maps back to a distinct route.
     #[test]
@@ -252,6 +318,9 @@ mod tests {
             Change::AdminSale(SaleOp::Resume),
             Change::AdminSale(SaleOp::End),
         ];
+        for c in all {
+            assert_eq!(EngineRoute::of(c.route()), Some(EngineRoute::Change(c)));
+        }
         let mut routes: Vec<_> = all.iter().map(|c| c.route().as_str()).collect();
         routes.sort_unstable();
         routes.dedup();

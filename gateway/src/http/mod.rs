@@ -9,7 +9,7 @@
 //! `#[inline]`: the compiler splits a crate into codegen units by module and
 //! does not inline across them otherwise, and the split from one file cost
 //! the path a few hundred instructions per request in calls it used not to
-//! make (BENCHMARKS.md, "This session").
+//! make (BENCHMARKS.md, "Decisions and what they rest on").
 
 // Checks return `Result<_, Resp>` where the error is the finished response:
 // it is moved once on a cold path, and boxing it would cost an allocation.

@@ -8,9 +8,8 @@ use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::ack::acknowledge;
-use super::auth::{credential, require_admin, Credential};
-use super::body::{parse, read_body};
-use super::head::BodyType;
+use super::auth::{check_admin, credential, require_admin, Credential};
+use super::body::{parse, read_body, BodyRequest};
 use super::response::{bad_request, error, json, log_unavailable, unknown_order, Resp};
 use crate::app::{unix_ms, App, Core};
 use crate::wal::WalSink;
@@ -66,14 +65,14 @@ pub fn order_get(app: &App, core: &Core, id: &str, req: &Request<Incoming>) -> R
         Ok(u) => u,
         Err(resp) => return resp,
     };
+    // Admin when a credential is presented at all: a wrong one is a 401,
+    // not a buyer's read.
     let admin = match credential(req.headers()) {
         Ok(Credential::Absent) => false,
-        Ok(Credential::Bearer(_) | Credential::Unusable) => {
-            match require_admin(&app.config.server, req.headers()) {
-                Ok(()) => true,
-                Err(resp) => return resp,
-            }
-        }
+        Ok(presented) => match check_admin(&app.config.server, &presented) {
+            Ok(()) => true,
+            Err(resp) => return resp,
+        },
         Err(resp) => return resp,
     };
     if !admin && user.is_none() {
@@ -97,13 +96,8 @@ struct CancelBody {
 }
 
 /// `POST /v1/orders/{id}/cancel`: the buyer gives a reservation up.
-pub async fn order_cancel(
-    app: &App,
-    core: &Core,
-    id: &str,
-    (body_type, req): (BodyType, Request<Incoming>),
-) -> Resp {
-    let body = match read_body(&app.config.server, body_type, req).await {
+pub async fn order_cancel(app: &App, core: &Core, id: &str, r: BodyRequest) -> Resp {
+    let body = match read_body(&app.config.server, r).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
@@ -122,17 +116,12 @@ pub async fn order_cancel(
 }
 
 /// `POST /v1/orders/{id}/pay`: the shop's payment system (admin auth).
-pub async fn order_pay(
-    app: &App,
-    core: &Core,
-    id: &str,
-    (body_type, req): (BodyType, Request<Incoming>),
-) -> Resp {
-    if let Err(resp) = require_admin(&app.config.server, req.headers()) {
+pub async fn order_pay(app: &App, core: &Core, id: &str, r: BodyRequest) -> Resp {
+    if let Err(resp) = require_admin(&app.config.server, r.req.headers()) {
         return resp;
     }
     // The body is not used; read (bounded) so the connection stays reusable.
-    if let Err(resp) = read_body(&app.config.server, body_type, req).await {
+    if let Err(resp) = read_body(&app.config.server, r).await {
         return resp;
     }
     let Some(order_id) = parse_order_id(id) else {

@@ -276,6 +276,48 @@ mod tests {
         }
     }
 
+    /// Any JSON that is not an object at the top level, including what
+    /// serde's derived struct would read positionally (`[731]`,
+    /// `[733,1,"rid-arr"]`).
+    fn non_object() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[ -~]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("1.5".to_string()),
+        ];
+        let value = leaf.prop_recursive(3, 16, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(|items| format!("[{}]", items.join(",")))
+        });
+        (value, "[ \n\t]{0,2}").prop_map(|(v, ws)| format!("{ws}{v}").into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The whole purchase path's parsing (the plain parser, then the
+        /// object-only serde fallback) agrees with itself on any body, and
+        /// takes only objects.
+        #[test]
+        fn fast_path_and_fallback_agree(body in prop_oneof![body(), non_object()]) {
+            let fallback = crate::http::body::parse::<PurchaseBody<'_>>(&body).ok();
+            let taken = fallback.is_some();
+            if let Some(plain) = PurchaseBody::parse_plain(&body) {
+                prop_assert_eq!(Some(plain), fallback);
+            }
+            if taken {
+                prop_assert_eq!(body.trim_ascii_start().first(), Some(&b'{'));
+            }
+        }
+
+        #[test]
+        fn non_objects_are_refused(body in non_object()) {
+            prop_assert_eq!(PurchaseBody::parse_plain(&body), None);
+            prop_assert!(crate::http::body::parse::<PurchaseBody<'_>>(&body).is_err());
+        }
+    }
+
     /// The plain parser does answer for what wrk and the load test send,
     /// so the fast path is the one taken.
     #[test]
