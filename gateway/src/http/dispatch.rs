@@ -198,7 +198,7 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
         return engine_route(
             app,
             ip,
-            Target {
+            MatchedRoute {
                 route: target,
                 param,
                 body_type,
@@ -228,15 +228,15 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
 }
 
 /// An engine route, matched: its path parameter and declared body type.
-struct Target<'a> {
+struct MatchedRoute<'a> {
     route: EngineRoute,
     param: &'a str,
     body_type: BodyType,
 }
 
 /// The routes that need the engine: 503 until recovery is done.
-fn engine_route(app: &App, ip: IpAddr, target: Target<'_>, req: &Request<Incoming>) -> Step {
-    let Target {
+fn engine_route(app: &App, ip: IpAddr, target: MatchedRoute<'_>, req: &Request<Incoming>) -> Step {
+    let MatchedRoute {
         route: engine_route,
         param,
         body_type,
