@@ -115,7 +115,9 @@ impl LogTailer {
     /// up_to`). Empty when the consumer is caught up with what is written
     /// and durable. Errors: `Gap` when the next LSN is in no segment and no
     /// snapshot, `CursorAhead` when the log ends before the cursor,
-    /// `Corrupted` for damage, `Io`.
+    /// `Corrupted` for damage, `Io`. Good segment records read before an
+    /// error come out first; the next call then reports it. After an error
+    /// the next call starts again from [`LogTailer::cursor`].
     pub fn next_batch(&mut self, max_records: usize, up_to: u64) -> Result<TailBatch, WalError> {
         let before = self.cursor;
         let mut batch = TailBatch {
@@ -131,8 +133,15 @@ impl LogTailer {
                 batch.cursor = self.cursor;
                 Ok(batch)
             }
+            Err(_) if batch.snapshot.is_none() && !batch.records.is_empty() => {
+                // Hand out the good records before the damage; the next
+                // call starts again after them and meets the error itself.
+                self.source = Source::Unplaced;
+                batch.cursor = self.cursor;
+                Ok(batch)
+            }
             Err(e) => {
-                // Records taken into the lost batch must come again.
+                // A snapshot's records taken into the lost batch come again.
                 self.cursor = before;
                 self.source = Source::Unplaced;
                 Err(e)

@@ -190,6 +190,8 @@ impl SegmentReader {
         storage: &dyn Storage,
         closed: bool,
     ) -> Result<EndOfFrames, WalError> {
+        // Whatever this finds, the next look reads the file again.
+        self.fresh = false;
         if !self.header_read {
             return self.judge_header(storage, closed);
         }
