@@ -1,6 +1,7 @@
 //! One segment's frames: read them from the header on, and decide what the
 //! first bad frame means (unused preallocated space, a torn tail, or
-//! corruption). Pure functions on the segment's bytes.
+//! corruption). Pure functions on the segment's bytes, shared by the
+//! recovery scan and the log tailer (`tail/segment_reader.rs`).
 
 use std::ops::Range;
 use std::path::Path;
