@@ -30,6 +30,21 @@ pub enum WalError {
         #[source]
         source: engine::ApplyError,
     },
+    /// A consumer of the log (`LogTailer`) needs record `missing`, and the
+    /// directory holds it in no segment and covers it by no snapshot: the
+    /// segments were deleted without a retention hold, or never written.
+    /// Never skipped: the consumer would silently lose events.
+    #[error("log {} has no record {missing} and no snapshot covering it (oldest segment starts at {oldest_segment:?})", dir.display())]
+    Gap {
+        dir: PathBuf,
+        missing: u64,
+        oldest_segment: Option<u64>,
+    },
+    /// A consumer's cursor names a record the log does not hold: it ends at
+    /// `end`. The cursor belongs to another log, or records it took were
+    /// never durable and were lost in a crash.
+    #[error("consumer cursor {after} is past the end of log {} (last record {end})", dir.display())]
+    CursorAhead { dir: PathBuf, after: u64, end: u64 },
     /// The log failed earlier (a write or fsync error) and refuses work.
     #[error("the write-ahead log has failed and refuses work")]
     Failed,
@@ -44,6 +59,18 @@ impl WalError {
         WalError::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    pub(crate) fn gap(
+        dir: &std::path::Path,
+        missing: u64,
+        oldest_segment: Option<u64>,
+    ) -> WalError {
+        WalError::Gap {
+            dir: dir.to_path_buf(),
+            missing,
+            oldest_segment,
         }
     }
 

@@ -15,7 +15,8 @@
 //! last segment whose creation never completed.
 //!
 //! Code map: the handle and sink in `wal.rs`, its shared state and writer
-//! thread under `wal/`; the one log scanner that recovery, `verify`, `dump`
+//! thread under `wal/`; consumers' reading (`tail.rs`, [`LogTailer`]) and
+//! their retention holds (`retention.rs`, [`RetentionHold`]); the one log scanner that recovery, `verify`, `dump`
 //! and the snapshot builder share in `scan.rs`; the byte layout in
 //! `layout.rs` and `format.rs`. DESIGN.md has the full map.
 
@@ -24,11 +25,13 @@ mod error;
 pub mod format;
 mod layout;
 mod recovery;
+mod retention;
 mod scan;
 mod sched;
 mod snapshot;
 mod stats;
 pub mod storage;
+pub mod tail;
 mod wal;
 
 use std::sync::{mpsc, Arc};
@@ -38,8 +41,10 @@ use engine::{Engine, EngineConfig};
 pub use crate::config::{FsyncMode, ParseFsyncModeError, WalConfig};
 pub use crate::error::WalError;
 pub use crate::recovery::{dump, dump_with, verify, verify_with, RecoveryReport, VerifyReport};
+pub use crate::retention::RetentionHold;
 pub use crate::stats::WalStats;
 pub use crate::storage::{FsStorage, SimStorage, Storage, StorageFile};
+pub use crate::tail::{LogTailer, TailBatch};
 pub use crate::wal::{Ticket, Wal, WalSink};
 
 /// Recover the engine from `config.dir` (creating the dir if missing), then
@@ -65,11 +70,15 @@ pub fn open_with_storage(
         .map_err(|e| WalError::io(format!("creating {}", dir.display()), e))?;
     let engine = Engine::new(engine_config);
     let recovered = recovery::recover(&*storage, &dir, &engine)?;
+    let retained = scan::segment_bytes(&*storage, &dir)?;
     let shared = Arc::new(wal::LogShared::new(
         config.clone(),
         storage,
         recovered.next_lsn,
     ));
+    shared
+        .retained_bytes
+        .store(retained, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = if config.snapshot_every_records > 0 {
         let (tx, rx) = mpsc::channel();
         (Some(tx), Some(rx))

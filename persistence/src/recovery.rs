@@ -90,8 +90,12 @@ pub(crate) fn recover(
     })
 }
 
-/// Removes leftovers after a successful recovery: temp files, superseded
-/// snapshots and segments the newest snapshot covers.
+/// Removes leftovers after a successful recovery: temp files and
+/// superseded snapshots. Segments the newest snapshot covers stay (a crash
+/// between a snapshot's rename and its clean-up leaves them, and so do
+/// consumers' retention holds): consumers take their holds again only after
+/// `open`, so only the next snapshot's clean-up, which honours them, may
+/// delete segments. Recovery skips them.
 fn clean_up(storage: &dyn Storage, dir: &Path, listing: &DirListing) -> Result<(), WalError> {
     let mut doomed: Vec<String> = listing.temps.clone();
     if let Some(&newest) = listing.snapshots.last() {
@@ -102,15 +106,6 @@ fn clean_up(storage: &dyn Storage, dir: &Path, listing: &DirListing) -> Result<(
                 .filter(|&&s| s < newest)
                 .map(|&s| format::snapshot_name(s)),
         );
-        for (i, &seg) in listing.segments.iter().enumerate() {
-            if listing
-                .segments
-                .get(i + 1)
-                .is_some_and(|&following| following <= newest)
-            {
-                doomed.push(format::segment_name(seg));
-            }
-        }
     }
     if doomed.is_empty() {
         return Ok(());

@@ -24,8 +24,9 @@ use crate::format::{self, LogFile, FRAME_HEADER_BYTES, HEADER_BYTES};
 use crate::storage::Storage;
 
 use self::apply::apply_records;
-use self::segment::{scan_segment, SegmentEnd, SegmentScan};
-pub(crate) use self::snapshot_file::read_snapshot;
+pub(crate) use self::segment::{judge_bad_frame, BadFrame, SegmentEnd};
+use self::segment::{scan_segment, SegmentScan};
+pub(crate) use self::snapshot_file::{read_snapshot, SnapshotReader};
 
 /// How far a scan reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,6 +218,18 @@ pub(crate) fn list_dir(storage: &dyn Storage, dir: &Path) -> Result<DirListing, 
     listing.segments.sort_unstable();
     listing.snapshots.sort_unstable();
     Ok(listing)
+}
+
+/// Bytes of the segment files in `dir` (the log's retained bytes at open).
+pub(crate) fn segment_bytes(storage: &dyn Storage, dir: &Path) -> Result<u64, WalError> {
+    let mut total = 0;
+    for seg in list_dir(storage, dir)?.segments {
+        let path = path_of(dir, &format::segment_name(seg));
+        total += storage
+            .file_len(&path)
+            .map_err(|e| WalError::io(format!("reading the size of {}", path.display()), e))?;
+    }
+    Ok(total)
 }
 
 pub(crate) fn path_of(dir: &Path, name: &str) -> PathBuf {
@@ -468,7 +481,7 @@ impl Scanner<'_, '_> {
 
 /// A last segment shorter than its header, or all zeros: see
 /// `Scanner::unfinished_creation`.
-fn never_completed(bytes: &[u8]) -> bool {
+pub(crate) fn never_completed(bytes: &[u8]) -> bool {
     bytes.len() < HEADER_BYTES || bytes.iter().all(|&b| b == 0)
 }
 

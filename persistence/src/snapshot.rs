@@ -4,8 +4,9 @@
 //! sends the first LSN of the new one (`covered`). This thread rebuilds the
 //! state before `covered` in a scratch engine (previous snapshot + closed,
 //! immutable segments), exports it to `snapshot-<covered>.tmp`, syncs, renames,
-//! syncs the directory, and only then deletes what the snapshot covers. The
-//! live engine is never paused or read.
+//! syncs the directory, and only then deletes what the snapshot covers and
+//! every consumer's retention hold has passed (`retention.rs`). The live
+//! engine is never paused or read.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -15,7 +16,7 @@ use engine::{Engine, EngineConfig, Event, EventSink, SinkError};
 
 use crate::error::WalError;
 use crate::format::{self, FileKind};
-use crate::scan::{self, Records, ScanOptions};
+use crate::scan::{self, DirListing, Records, ScanOptions};
 use crate::storage::{Storage, StorageFile};
 use crate::wal::LogShared;
 
@@ -31,12 +32,11 @@ impl Snapshotter {
     pub(crate) fn run(self, rx: mpsc::Receiver<u64>) {
         lower_priority();
         for covered in rx {
-            match write_snapshot(
-                &*self.shared.storage,
-                &self.shared.config.dir,
-                self.engine_config,
-                covered,
-            ) {
+            let storage = &*self.shared.storage;
+            let dir = &self.shared.config.dir;
+            let written = write_snapshot(storage, dir, self.engine_config, covered)
+                .and_then(|listing| self.remove_superseded(&listing, covered));
+            match written {
                 Ok(()) => {
                     self.shared.snapshots.fetch_add(1, Ordering::Relaxed);
                 }
@@ -45,6 +45,58 @@ impl Snapshotter {
             }
             self.shared.snapshot_busy.store(false, Ordering::Release);
         }
+    }
+}
+
+impl Snapshotter {
+    /// Once the snapshot at `covered` is durable: removes older snapshots,
+    /// and each segment it covers whose records every retention hold has
+    /// taken. A segment's last record is the next segment's first LSN - 1.
+    /// Runs under the holds' lock (see `Holds::with_floor`).
+    fn remove_superseded(&self, listing: &DirListing, covered: u64) -> Result<(), WalError> {
+        let storage = &*self.shared.storage;
+        let dir = &self.shared.config.dir;
+        let remove = |name: String| -> Result<u64, WalError> {
+            let p = dir.join(name);
+            let len = storage.file_len(&p).unwrap_or(0);
+            storage
+                .remove(&p)
+                .map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
+            Ok(len)
+        };
+        let kept = self.shared.holds.with_floor(|floor| {
+            // Deletable: the segment's last record (following - 1) is
+            // covered by the snapshot and taken by every hold.
+            let limit = covered.min(floor.saturating_add(1));
+            let mut kept = 0u32;
+            for pair in listing.segments.windows(2) {
+                let (seg, following) = (pair[0], pair[1]);
+                if following > covered {
+                    break;
+                }
+                if following > limit {
+                    kept += 1;
+                    continue;
+                }
+                let len = remove(format::segment_name(seg))?;
+                self.shared.retained_bytes.fetch_sub(len, Ordering::Relaxed);
+            }
+            Ok::<u32, WalError>(kept)
+        })?;
+        for &s in listing.snapshots.iter().filter(|&&s| s < covered) {
+            remove(format::snapshot_name(s))?;
+        }
+        storage
+            .sync_dir(dir)
+            .map_err(|e| WalError::io(format!("syncing {}", dir.display()), e))?;
+        if kept > 0 {
+            tracing::info!(
+                covered,
+                kept,
+                "segments kept for consumers' retention holds"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -81,13 +133,14 @@ impl EventSink for SnapshotSink<'_> {
     }
 }
 
-/// Writes `snapshot-<covered>.snap` and removes what it supersedes.
+/// Writes `snapshot-<covered>.snap`, durable with its name; returns the
+/// directory listing it was built from (what it may supersede).
 pub(crate) fn write_snapshot(
     storage: &dyn Storage,
     dir: &std::path::Path,
     engine_config: EngineConfig,
     covered: u64,
-) -> Result<(), WalError> {
+) -> Result<DirListing, WalError> {
     let listing = scan::list_dir(storage, dir)?;
     let scratch = Engine::new(engine_config);
     let rebuilt = scan::scan(
@@ -140,24 +193,8 @@ pub(crate) fn write_snapshot(
     storage
         .sync_dir(dir)
         .map_err(|e| WalError::io(format!("syncing {}", dir.display()), e))?;
-    // The snapshot is durable: what it covers can go.
-    for &seg in listing.segments.iter().filter(|&&s| s < covered) {
-        let p = dir.join(format::segment_name(seg));
-        storage
-            .remove(&p)
-            .map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
-    }
-    for &s in listing.snapshots.iter().filter(|&&s| s < covered) {
-        let p = dir.join(format::snapshot_name(s));
-        storage
-            .remove(&p)
-            .map_err(|e| WalError::io(format!("removing {}", p.display()), e))?;
-    }
-    storage
-        .sync_dir(dir)
-        .map_err(|e| WalError::io(format!("syncing {}", dir.display()), e))?;
     tracing::info!(covered, records, "snapshot written");
-    Ok(())
+    Ok(listing)
 }
 
 /// A snapshot replays whole segments: seconds of CPU that must not be taken

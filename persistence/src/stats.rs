@@ -93,6 +93,9 @@ pub struct WalStats {
     pub batch_records: Vec<(u64, u64)>,
     pub batch_records_sum: u64,
     pub snapshots: u64,
+    /// Bytes of segment files on disk (preallocation included): what the
+    /// log keeps for recovery and for consumers that hold it back.
+    pub retained_bytes: u64,
     pub failed: bool,
 }
 

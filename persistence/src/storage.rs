@@ -59,6 +59,23 @@ pub trait Storage: Send + Sync + 'static {
         reader.read_to_end(&mut buf)?;
         Ok(buf)
     }
+
+    /// Reads at most `max_len` bytes from `offset` on (fewer at the end of
+    /// the file, none past it). The log tailer follows a segment that is
+    /// still being written with this; the default skips through a reader.
+    fn read_range(&self, path: &Path, offset: u64, max_len: u64) -> io::Result<Vec<u8>> {
+        let (reader, len) = self.open_read(path)?;
+        let mut reader = reader.take(offset.saturating_add(max_len));
+        io::copy(&mut (&mut reader).take(offset), &mut io::sink())?;
+        let mut buf = Vec::with_capacity(len.saturating_sub(offset).min(max_len) as usize);
+        reader.read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// The file's length in bytes (preallocated zeros included).
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        self.open_read(path).map(|(_, len)| len)
+    }
 }
 
 /// The real file system.
@@ -130,6 +147,18 @@ impl Storage for FsStorage {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
         Ok((Box::new(file), len))
+    }
+    fn read_range(&self, path: &Path, offset: u64, max_len: u64) -> io::Result<Vec<u8>> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len.saturating_sub(offset).min(max_len) as usize);
+        file.take(max_len).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = OpenOptions::new()
@@ -400,6 +429,16 @@ impl Storage for SimStorage {
         let data = self.handle(path)?.lock().data.clone();
         let len = data.len() as u64;
         Ok((Box::new(io::Cursor::new(data)), len))
+    }
+    fn read_range(&self, path: &Path, offset: u64, max_len: u64) -> io::Result<Vec<u8>> {
+        let handle = self.handle(path)?;
+        let file = handle.lock();
+        let start = (offset.min(file.data.len() as u64)) as usize;
+        let end = (offset.saturating_add(max_len).min(file.data.len() as u64)) as usize;
+        Ok(file.data[start..end].to_vec())
+    }
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(self.handle(path)?.lock().data.len() as u64)
     }
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
         let file = SimHandle::default();

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 
 use crate::config::FsyncMode;
 use crate::error::WalError;
+use crate::retention::RetentionHold;
 use crate::stats::WalStats;
 
 pub(crate) use self::shared::LogShared;
@@ -168,6 +169,35 @@ impl Wal {
     pub fn last_ticket(&self) -> Option<Ticket> {
         let next = self.shared().next_lsn.load(Ordering::Acquire);
         (next > 1).then(|| Ticket(next - 1))
+    }
+
+    /// Every record up to this LSN is synced to disk (0 = none yet). The
+    /// upper bound a consumer passes to [`crate::LogTailer::next_batch`]:
+    /// a record written but not synced can be lost on power failure and
+    /// its LSN reused by another event after restart. Advances at each
+    /// sync (`always`, `interval`) and at each segment roll (all modes).
+    pub fn durable_lsn(&self) -> u64 {
+        self.shared().durable_lsn.load(Ordering::Acquire)
+    }
+
+    /// Takes a retention hold for consumer `name`, which has durably taken
+    /// every record up to `taken` (its persisted cursor; 0 = nothing): from
+    /// now on no snapshot deletes a segment holding a record after the
+    /// hold's LSN. Take it right after `open`, before records are written,
+    /// so that no snapshot runs before it. See [`RetentionHold`].
+    pub fn hold(&self, name: &str, taken: u64) -> RetentionHold {
+        self.shared().holds.add(name, taken)
+    }
+
+    /// (consumer name, LSN) of every live retention hold.
+    pub fn retention_holds(&self) -> Vec<(String, u64)> {
+        self.shared().holds.list()
+    }
+
+    /// Bytes of segment files on disk, preallocated space included (one
+    /// atomic load). What consumers holding the log back cost in disk.
+    pub fn retained_bytes(&self) -> u64 {
+        self.shared().retained_bytes.load(Ordering::Relaxed)
     }
 
     pub fn fsync_mode(&self) -> FsyncMode {

@@ -1,6 +1,7 @@
 //! One segment's frames: read them from the header on, and decide what the
 //! first bad frame means (unused preallocated space, a torn tail, or
-//! corruption). Pure functions on the segment's bytes.
+//! corruption). Pure functions on the segment's bytes, shared by the
+//! recovery scan and the log tailer (`tail/segment_reader.rs`).
 
 use std::ops::Range;
 use std::path::Path;
@@ -36,7 +37,7 @@ pub(crate) struct SegmentScan {
 
 /// What the first bad frame of a segment means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BadFrame {
+pub(crate) enum BadFrame {
     /// Only zeros from here on: preallocated space, the segment's clean end.
     Unused,
     /// Never synced, so never acknowledged: recovery may cut it.
@@ -97,7 +98,7 @@ pub(crate) fn scan_segment(
 /// corruption: good data after it proves the log went on past it. A
 /// resynchronising search for a good frame (byte by byte, checking length
 /// bound and checksum) decides which.
-fn judge_bad_frame(bytes: &[u8], offset: usize, end: SegmentEnd) -> BadFrame {
+pub(crate) fn judge_bad_frame(bytes: &[u8], offset: usize, end: SegmentEnd) -> BadFrame {
     // Preallocated space is all zeros, and a frame never starts with a zero
     // length: what follows the last record there.
     let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);

@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::config::{FsyncMode, WalConfig};
 use crate::error::WalError;
 use crate::format;
+use crate::retention::Holds;
 use crate::stats::{Histogram, WalStats, BATCH_BOUNDS, FSYNC_BOUNDS_US};
 use crate::storage::Storage;
 
@@ -46,7 +47,7 @@ pub(crate) struct LogShared {
     /// Next ticket to hand out.
     pub(super) next_lsn: CachePadded<AtomicU64>,
     /// Every ticket up to this one is durable (synced).
-    pub(super) durable_lsn: CachePadded<AtomicU64>,
+    pub(crate) durable_lsn: CachePadded<AtomicU64>,
     pub(super) failed: AtomicBool,
     pub(super) writer_sleeping: AtomicBool,
     pub(super) writer_thread: OnceLock<Thread>,
@@ -58,6 +59,12 @@ pub(crate) struct LogShared {
     pub(super) fsyncs: AtomicU64,
     pub(crate) snapshots: AtomicU64,
     pub(crate) snapshot_busy: AtomicBool,
+    /// Consumers' retention holds, honoured by the snapshot clean-up.
+    pub(crate) holds: Arc<Holds>,
+    /// Bytes of segment files on disk, preallocated zeros included: set at
+    /// open, raised by the writer when a segment grows or a new one starts
+    /// (once per batch at most), lowered by the clean-up that deletes one.
+    pub(crate) retained_bytes: AtomicU64,
     pub(super) fsync_latency: Histogram,
     pub(super) batch_records: Histogram,
 }
@@ -82,6 +89,8 @@ impl LogShared {
             fsyncs: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
             snapshot_busy: AtomicBool::new(false),
+            holds: Arc::default(),
+            retained_bytes: AtomicU64::new(0),
             fsync_latency: Histogram::new(FSYNC_BOUNDS_US),
             batch_records: Histogram::new(BATCH_BOUNDS),
         }
@@ -199,6 +208,7 @@ impl LogShared {
             batch_records,
             batch_records_sum,
             snapshots: self.snapshots.load(Ordering::Relaxed),
+            retained_bytes: self.retained_bytes.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
     }

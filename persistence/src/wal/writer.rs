@@ -122,6 +122,13 @@ impl Writer {
         if let Some(mut old) = self.segment.take() {
             self.timed_sync(&mut *old.file)
                 .map_err(|e| (format!("syncing {}", self.path(old.first_lsn).display()), e))?;
+            // Every record before `first_lsn` is now synced (earlier
+            // segments at their own roll). Published so that consumers
+            // bounded by the durable LSN progress in `never` mode too.
+            if first_lsn - 1 > self.synced {
+                self.synced = first_lsn - 1;
+                self.shared.publish_durable(self.synced);
+            }
         }
         let path = self.path(first_lsn);
         let storage = &self.shared.storage;
@@ -136,11 +143,15 @@ impl Writer {
             .sync_dir(&self.shared.config.dir)
             .map_err(|e| (ctx("syncing the directory entry of"), e))?;
         self.shared.fsyncs.fetch_add(2, Ordering::Relaxed);
+        let allocated = self.preallocate_target(HEADER_BYTES as u64);
+        self.shared
+            .retained_bytes
+            .fetch_add(allocated.max(HEADER_BYTES as u64), Ordering::Relaxed);
         self.segment = Some(Segment {
             file,
             first_lsn,
             len: HEADER_BYTES as u64,
-            allocated: self.preallocate_target(HEADER_BYTES as u64),
+            allocated,
             records: 0,
         });
         Ok(())
@@ -183,6 +194,7 @@ impl Writer {
         }
         let segment = self.segment.as_mut().expect("a current segment");
         let first = segment.first_lsn;
+        let size_before = segment.len.max(segment.allocated);
         let end = segment.len + self.buf.len() as u64;
         if end > segment.allocated {
             // Once per PREALLOCATE_BYTES of log; this batch's sync writes
@@ -198,6 +210,13 @@ impl Writer {
         }
         segment.len += self.buf.len() as u64;
         segment.records += records;
+        let size_after = segment.len.max(segment.allocated);
+        if size_after > size_before {
+            // Once per PREALLOCATE_BYTES, not per batch.
+            self.shared
+                .retained_bytes
+                .fetch_add(size_after - size_before, Ordering::Relaxed);
+        }
         self.shared
             .bytes_written
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
