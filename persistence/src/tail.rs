@@ -36,7 +36,7 @@ use crate::format;
 use crate::scan::{self, SnapshotReader};
 use crate::storage::{FsStorage, Storage};
 
-use self::segment_reader::{EndOfFrames, SegmentReader, Step};
+use self::segment_reader::{EndOfFrames, ReadStep, SegmentReader};
 
 /// How often one call re-locates after the file it read was deleted under
 /// it, before it gives up (each deletion is a snapshot's clean-up).
@@ -272,15 +272,15 @@ impl LogTailer {
                 return Ok(Progress::Wait);
             }
             match reader.next_frame(&*self.storage)? {
-                Step::Frame { .. } if skipping => {}
-                Step::Frame { offset, payload } => {
+                ReadStep::Frame { .. } if skipping => {}
+                ReadStep::Frame { offset, payload } => {
                     let event = format::decode_payload(reader.bytes(payload), &mut self.scratch)
                         .map_err(|r| WalError::corrupted(reader.path(), offset, r))?;
                     batch.records.push((lsn, event));
                     self.cursor = lsn;
                 }
-                Step::End => return self.end_of_frames(),
-                Step::Gone => return Ok(Progress::Relocate),
+                ReadStep::End => return self.end_of_frames(),
+                ReadStep::Gone => return Ok(Progress::Relocate),
             }
         }
         Ok(Progress::Wait)

@@ -21,7 +21,7 @@ const _: () = assert!(READ_BYTES > RECORD_BYTES_MAX as u64 + FRAME_HEADER_BYTES 
 
 /// What the reader found at its position.
 #[derive(Debug)]
-pub(super) enum Step {
+pub(super) enum ReadStep {
     /// A good frame at byte `offset`; `payload` indexes [`SegmentReader::bytes`].
     Frame { offset: u64, payload: Range<usize> },
     /// No good frame there now: see [`SegmentReader::judge_end`].
@@ -103,12 +103,12 @@ impl SegmentReader {
     }
 
     /// The frame at the reader's position, which then moves past it.
-    pub(super) fn next_frame(&mut self, storage: &dyn Storage) -> Result<Step, WalError> {
+    pub(super) fn next_frame(&mut self, storage: &dyn Storage) -> Result<ReadStep, WalError> {
         if !self.header_read {
             match self.read_header(storage)? {
                 Header::Checked => {}
-                Header::NotYet => return Ok(Step::End),
-                Header::Gone => return Ok(Step::Gone),
+                Header::NotYet => return Ok(ReadStep::End),
+                Header::Gone => return Ok(ReadStep::Gone),
             }
         }
         loop {
@@ -118,12 +118,12 @@ impl SegmentReader {
                     self.pos = payload.end;
                     self.next_lsn += 1;
                     self.fresh = false;
-                    return Ok(Step::Frame { offset, payload });
+                    return Ok(ReadStep::Frame { offset, payload });
                 }
-                Err(_) if self.fresh => return Ok(Step::End),
+                Err(_) if self.fresh => return Ok(ReadStep::End),
                 Err(_) => {
                     if !self.refill(storage)? {
-                        return Ok(Step::Gone);
+                        return Ok(ReadStep::Gone);
                     }
                 }
             }
@@ -175,7 +175,7 @@ impl SegmentReader {
         }
     }
 
-    /// After `Step::End`: what the bytes from the reader's position on are,
+    /// After `ReadStep::End`: what the bytes from the reader's position on are,
     /// given whether a later segment exists (`closed`: the writer synced
     /// this one before creating the next, so it is complete).
     ///
