@@ -8,6 +8,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The export's tests (gateway/tests/export_pg.rs) start a throwaway
+# PostgreSQL cluster with Debian's initdb and pg_ctl. Install the package
+# when they are missing (as root, or through sudo); without it those tests
+# print a loud SKIP, and under CI=true they fail instead.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "== installing postgresql (for the export tests)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    if command -v apt-get >/dev/null; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "no apt-get: install PostgreSQL (initdb, pg_ctl) yourself" >&2
+    fi
+fi
+
 cargo test --workspace --locked
 
 target="${CARGO_TARGET_DIR:-target}"

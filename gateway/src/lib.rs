@@ -18,6 +18,7 @@ pub mod alloc;
 pub mod app;
 pub mod config;
 mod drain;
+pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;

@@ -1,0 +1,39 @@
+//! The export of orders to PostgreSQL: every order event of the log
+//! reaches a table exactly once, in order. This module is the PostgreSQL
+//! side; the relay that tails the log and calls it lives elsewhere.
+//!
+//! A relay uses it like this:
+//! 1. [`PgExporter::connect`] (creates the tables if absent, refuses a
+//!    schema newer than this binary), then [`PgExporter::cursor`]: the
+//!    last LSN already in the database.
+//! 2. Build an [`ExportReplica`] and feed it, through
+//!    [`ExportReplica::apply`], a snapshot at or before the cursor (or the
+//!    log from its start) and every record after it, in batches. Each
+//!    batch gives its [`BatchRows`].
+//! 3. [`PgExporter::write_batch`] each batch's rows, skipping those
+//!    wholly at or before the cursor ([`BatchRows::needs_writing`]).
+//!    On an error, wait and write the same rows again; never apply the
+//!    batch to the replica twice.
+//!
+//! **Exactly once.** A batch's rows and its cursor commit in one
+//! transaction. A row changes only for a newer LSN than it holds, so a
+//! batch written twice (a retry after a lost commit acknowledgement, or a
+//! restart from a cursor behind the rows) leaves the rows as they were;
+//! and since the relay resumes after the cursor that committed with the
+//! rows, nothing is skipped. See [`write`](self) for the statements.
+//!
+//! Files: [`rows`](ExportReplica) (events to rows), `schema` (tables,
+//! prefix, version), `write` (statements), `exporter` (connection, retry
+//! contract, timeouts), `error` ([`ExportError`]).
+
+mod error;
+mod exporter;
+mod rows;
+mod schema;
+mod write;
+
+pub use error::{ExportError, PgTarget};
+pub use exporter::{ExportOptions, PgExporter, CONNECT_TIMEOUT_DEFAULT, STATEMENT_TIMEOUT_DEFAULT};
+pub use rows::{BatchRows, BatchSource, ExportBatch, ExportReplica, OrderRow, SaleRow};
+pub use schema::{TablePrefix, SCHEMA_VERSION, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX};
+pub use write::WriteReport;
