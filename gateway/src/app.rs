@@ -14,7 +14,10 @@ use std::time::Duration;
 use engine::Engine;
 use parking_lot::Mutex;
 
+pub use crate::clock::unix_ms;
 use crate::config::Config;
+use crate::export::relay::{ExportRelay, RelayOptions};
+use crate::export::{ExportOptions, ExportStatus, CONNECT_TIMEOUT_DEFAULT};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::relay::{self, LogSource};
@@ -67,30 +70,109 @@ pub struct App {
     pub limiter: RateLimiter,
     pub metrics: Metrics,
     core: OnceLock<Core>,
+    /// The export to PostgreSQL: its state, whether or not it is on.
+    pub export: Arc<ExportStatus>,
+    /// Log bytes on disk past which purchases are refused while the export
+    /// lags; `u64::MAX` when the export is off.
+    export_max_lag_bytes: u64,
+    /// Whether purchases are being refused for it now (for the log line
+    /// on each change and the gauge).
+    export_over_lag: AtomicBool,
     /// Set when shutdown begins: readiness turns false.
     stopping: AtomicBool,
     ticker: Mutex<Option<ExpiryTicker>>,
+    export_relay: Mutex<Option<ExportRelay>>,
 }
 
 impl App {
     pub fn new(config: Config) -> Arc<App> {
+        let export_max_lag_bytes = match config.export.postgres_url {
+            Some(_) => config.export.max_lag_bytes,
+            None => u64::MAX,
+        };
         Arc::new(App {
             limiter: RateLimiter::new(&config.rate_limit),
             config,
             metrics: Metrics::default(),
             core: OnceLock::new(),
+            export: Arc::default(),
+            export_max_lag_bytes,
+            export_over_lag: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             ticker: Mutex::new(None),
+            export_relay: Mutex::new(None),
         })
     }
 
     /// Makes a recovered engine and its log live and starts the expiry ticker.
     /// Until this is called every engine route answers 503.
     pub fn install(self: &Arc<Self>, engine: Engine, wal: Wal) {
+        let relay_wal = wal.clone();
         if self.core.set(Core::new(engine, wal)).is_err() {
             panic!("App::install called twice");
         }
         *self.ticker.lock() = Some(ExpiryTicker::start(Arc::downgrade(self)));
+        self.start_export(relay_wal);
+    }
+
+    /// Starts the relay to PostgreSQL when `export.postgres_url` is set.
+    fn start_export(&self, wal: Wal) {
+        let Some(url) = self.config.export.postgres_url.clone() else {
+            return;
+        };
+        let export = &self.config.export;
+        let options = RelayOptions {
+            export: ExportOptions {
+                postgres_url: url,
+                table_prefix: export.table_prefix.clone(),
+                statement_timeout: export.statement_timeout,
+                connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            },
+            wal_dir: self.config.wal.dir.clone(),
+            engine: self.config.engine,
+            batch_records: export.batch_records as usize,
+        };
+        match ExportRelay::start(wal, options, self.export.clone()) {
+            Ok(relay) => *self.export_relay.lock() = Some(relay),
+            Err(err) => tracing::error!(%err, "export: cannot start its thread"),
+        }
+    }
+
+    /// Whether purchases are refused now because the log the export has
+    /// not written passed `export.max_lag_bytes`: one atomic load when the
+    /// export is on, none when it is off.
+    #[inline]
+    pub fn export_lagging(&self, core: &Core) -> bool {
+        self.export_max_lag_bytes != u64::MAX
+            && core.wal.retained_bytes() > self.export_max_lag_bytes
+    }
+
+    /// Logs each change of [`App::export_lagging`] (from the ticker, so
+    /// the line comes even while nobody buys).
+    fn watch_export_lag(&self, core: &Core) {
+        let lagging = self.export_lagging(core);
+        if self.export_over_lag.swap(lagging, Ordering::Relaxed) != lagging {
+            let retained_bytes = core.wal.retained_bytes();
+            let max = self.export_max_lag_bytes;
+            if lagging {
+                tracing::warn!(
+                    retained_bytes,
+                    max,
+                    "export.max_lag_bytes passed: purchases get 503 until the export catches up"
+                );
+            } else {
+                tracing::info!(
+                    retained_bytes,
+                    max,
+                    "export caught up below export.max_lag_bytes: purchases admitted again"
+                );
+            }
+        }
+    }
+
+    /// Whether purchases are being refused for the export's lag (gauge).
+    pub fn export_over_lag(&self) -> bool {
+        self.export_over_lag.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -114,6 +196,9 @@ impl App {
         if let Some(ticker) = self.ticker.lock().take() {
             ticker.stop();
         }
+        if let Some(relay) = self.export_relay.lock().take() {
+            relay.stop();
+        }
         match self.core() {
             Some(core) => core.wal.shutdown(),
             None => Ok(()),
@@ -125,15 +210,6 @@ impl LogSource for App {
     fn wal(&self) -> Option<&Wal> {
         self.core().map(|core| &core.wal)
     }
-}
-
-/// Unix time in milliseconds: the engine's `now_ms`.
-#[inline]
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The thread expiring due reservations every `EXPIRY_TICK`. A dedicated
@@ -170,6 +246,7 @@ fn expiry_loop(app: Weak<App>, stop: Arc<AtomicBool>) {
             return;
         };
         let Some(core) = app.core() else { continue };
+        app.watch_export_lag(core);
         let report = core.engine.expire_due(unix_ms(), core.sink());
         if report.expired > 0 {
             app.metrics

@@ -16,6 +16,7 @@
 
 pub mod alloc;
 pub mod app;
+mod clock;
 pub mod config;
 mod drain;
 pub mod export;

@@ -32,6 +32,26 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Export a log directory's orders to PostgreSQL, exactly once, resuming
+    /// after what the database holds (for catch-up, or after a sale). The
+    /// export settings ([export], [engine]) come from the config file and
+    /// FLASHSALE_* variables; give the URL there or with --postgres.
+    Export {
+        /// The log directory (a stopped server's `wal.dir`).
+        #[arg(long)]
+        wal_dir: PathBuf,
+        /// PostgreSQL URL [default: export.postgres_url]. It holds the
+        /// password, which the process list shows: prefer
+        /// FLASHSALE_EXPORT_POSTGRES_URL.
+        #[arg(long, value_name = "URL")]
+        postgres: Option<String>,
+        /// Stop once everything in the directory is exported; without it,
+        /// keep following the directory.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = "./config.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,6 +72,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Export {
+            wal_dir,
+            postgres,
+            once,
+            config,
+        } => export(&config, wal_dir, postgres, once),
         Command::Wal { command } => match command {
             WalCommand::Verify { dir } => match wal::verify(&dir) {
                 Ok(report) => {
@@ -121,14 +147,7 @@ fn serve(config_path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     // This runtime only accepts, recovers and waits for signals; connections
     // are served on the I/O threads' own runtimes (gateway::server).
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -171,6 +190,88 @@ async fn serve_async(config: Config) -> Result<()> {
     gateway::server::serve(listener, config, shutdown).await?;
     tracing::info!("bye");
     Ok(())
+}
+
+/// Log lines to stderr, at `info` unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// `flashsale export`: the relay of `serve`, on a directory no server
+/// writes to.
+fn export(config_path: &Path, wal_dir: PathBuf, postgres: Option<String>, once: bool) -> ExitCode {
+    let mut config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("flashsale: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    if let Some(url) = postgres {
+        config.export.postgres_url = Some(url);
+    }
+    let Some(url) = config.export.postgres_url.clone() else {
+        eprintln!("flashsale export: no database: give --postgres URL or set export.postgres_url");
+        return ExitCode::from(2);
+    };
+    let options = gateway::export::relay::RelayOptions {
+        export: gateway::export::ExportOptions {
+            postgres_url: url,
+            table_prefix: config.export.table_prefix.clone(),
+            statement_timeout: config.export.statement_timeout,
+            connect_timeout: gateway::export::CONNECT_TIMEOUT_DEFAULT,
+        },
+        wal_dir,
+        engine: config.engine,
+        batch_records: config.export.batch_records as usize,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("flashsale export: cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    let status = gateway::export::ExportStatus::default();
+    let result = runtime.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let signals = shutdown_signal().context("installing signal handlers")?;
+        let source = gateway::export::relay::RelaySource::Directory { once };
+        let relay = gateway::export::relay::run(source, options, &status, stop_rx);
+        tokio::pin!(relay);
+        tokio::select! {
+            result = &mut relay => result.map_err(anyhow::Error::from),
+            () = signals => {
+                let _ = stop_tx.send(true);
+                relay.await.map_err(anyhow::Error::from)
+            }
+        }
+    });
+    let s = status.snapshot(gateway::app::unix_ms());
+    match result {
+        Ok(()) => {
+            println!(
+                "exported up to log record {} ({} rows written)",
+                s.lsn, s.rows_total
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("flashsale export: {err:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// A future resolving on SIGTERM or SIGINT; the handlers are installed now.

@@ -206,6 +206,11 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
+            "# HELP flashsale_wal_retained_bytes Log bytes on disk (segments kept for recovery and for the export).\n# TYPE flashsale_wal_retained_bytes gauge\nflashsale_wal_retained_bytes {}",
+            w.retained_bytes
+        );
+        let _ = writeln!(
+            out,
             "# HELP flashsale_wal_failed 1 once the log has failed and refuses writes.\n# TYPE flashsale_wal_failed gauge\nflashsale_wal_failed {}",
             u8::from(w.failed)
         );

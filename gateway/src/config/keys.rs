@@ -20,6 +20,9 @@ use std::time::Duration;
 use persistence::{FsyncMode, WalConfig};
 
 use super::types::Config;
+use crate::export::{
+    TablePrefix, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
+};
 
 /// Largest request body a config may allow; bodies are small JSON objects.
 pub const BODY_BYTES_LIMIT_MAX: u64 = 1 << 20;
@@ -104,8 +107,18 @@ pub enum KeyKind {
     Text {
         default: &'static str,
         max_bytes: usize,
+        /// A further check of the value's shape; the error says why.
+        shape: fn(&str) -> Result<(), String>,
         set: fn(&mut Config, &str),
         get: fn(&Config) -> &str,
+    },
+    /// Like `Text`, or empty: the feature it enables is off.
+    OptionalText {
+        max_bytes: usize,
+        /// A further check of a non-empty value's shape; the error says why.
+        shape: fn(&str) -> Result<(), String>,
+        set: fn(&mut Config, Option<&str>),
+        get: fn(&Config) -> Option<&str>,
     },
     /// One of `choices`.
     Choice {
@@ -167,6 +180,7 @@ pub static KEYS: &[ConfigKey] = &[
         kind: KeyKind::Text {
             default: ADMIN_TOKEN_DEFAULT,
             max_bytes: 256,
+            shape: |_| Ok(()),
             set: |c, v| c.server.admin_token = v.to_string(),
             get: |c| &c.server.admin_token,
         },
@@ -441,6 +455,85 @@ pub static KEYS: &[ConfigKey] = &[
             max: 19,
             set: |c, v| c.wal.writer_nice = i32::try_from(v).expect("-20..=19 fits i32"),
             get: |c| i64::from(c.wal.writer_nice),
+        },
+    },
+    // [export]
+    ConfigKey {
+        section: "export",
+        name: "postgres_url",
+        doc:
+            "PostgreSQL to export orders into (postgres://user:password@host:port/db); empty = off.",
+        secret: true,
+        kind: KeyKind::OptionalText {
+            max_bytes: 1024,
+            // Its text, which holds the password, is never repeated.
+            shape: |v| {
+                v.parse::<tokio_postgres::Config>()
+                    .map(|_| ())
+                    .map_err(|_| {
+                        "not a PostgreSQL URL (postgres://user:password@host:port/dbname) \
+                     or key=value connection string"
+                            .to_string()
+                    })
+            },
+            set: |c, v| c.export.postgres_url = v.map(str::to_string),
+            get: |c| c.export.postgres_url.as_deref(),
+        },
+    },
+    ConfigKey {
+        section: "export",
+        name: "table_prefix",
+        doc: "Prefix of the export's tables ([a-z_][a-z0-9_]*).",
+        secret: false,
+        kind: KeyKind::Text {
+            default: TABLE_PREFIX_DEFAULT,
+            max_bytes: TABLE_PREFIX_LEN_MAX,
+            shape: |v| TablePrefix::new(v).map(|_| ()).map_err(|e| e.to_string()),
+            set: |c, v| c.export.table_prefix = v.to_string(),
+            get: |c| &c.export.table_prefix,
+        },
+    },
+    ConfigKey {
+        section: "export",
+        name: "max_lag_bytes",
+        doc: "Log kept on disk for a lagging export past which purchases get 503.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 4 << 30,
+            min: 1 << 20,
+            max: 1 << 50,
+            zero_allowed: false,
+            set: |c, v| c.export.max_lag_bytes = v,
+            get: |c| c.export.max_lag_bytes,
+        },
+    },
+    ConfigKey {
+        section: "export",
+        name: "batch_records",
+        doc: "Most log records one export transaction carries.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 10_000,
+            min: 1,
+            max: 1_000_000,
+            zero_allowed: false,
+            set: |c, v| c.export.batch_records = narrow(v),
+            get: |c| u64::from(c.export.batch_records),
+        },
+    },
+    ConfigKey {
+        section: "export",
+        name: "statement_timeout_ms",
+        doc: "Longest one export statement may run before PostgreSQL cancels it.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: STATEMENT_TIMEOUT_DEFAULT.as_millis() as u64,
+            min: 100,
+            max: 3_600_000,
+            zero_allowed: false,
+            set: |c, v| c.export.statement_timeout = Duration::from_millis(v),
+            // At most an hour by the range above, so it fits.
+            get: |c| c.export.statement_timeout.as_millis() as u64,
         },
     },
 ];

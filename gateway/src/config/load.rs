@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
-use super::types::{Config, ConfigError, RateLimitConfig, ServerConfig};
+use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// A key's value as the operator gave it, before its type and bounds are
@@ -93,6 +93,13 @@ pub(super) fn placeholder() -> Config {
             group_commit_delay_us: 0,
             writer_slice_us: 0,
             writer_nice: 0,
+        },
+        export: ExportConfig {
+            postgres_url: None,
+            table_prefix: String::new(),
+            max_lag_bytes: 0,
+            batch_records: 0,
+            statement_timeout: Duration::ZERO,
         },
     }
 }
@@ -178,12 +185,29 @@ fn apply(
         KeyKind::Text {
             default,
             max_bytes,
+            shape,
             set,
             ..
         } => {
             let v = given.map_or(Ok(*default), |g| string(key, g))?;
             check_text(key, given, v, *max_bytes)?;
+            shape(v).map_err(|reason| invalid(key, given, reason))?;
             set(config, v);
+        }
+        KeyKind::OptionalText {
+            max_bytes,
+            shape,
+            set,
+            ..
+        } => {
+            let v = given.map_or(Ok(""), |g| string(key, g))?;
+            if v.is_empty() {
+                set(config, None);
+            } else {
+                check_text(key, given, v, *max_bytes)?;
+                shape(v).map_err(|reason| invalid(key, given, reason))?;
+                set(config, Some(v));
+            }
         }
         KeyKind::Choice {
             default,
@@ -339,6 +363,7 @@ pub(super) fn value_text(key: &ConfigKey, config: &Config) -> String {
         KeyKind::Unsigned { get, .. } => get(config).to_string(),
         KeyKind::Signed { get, .. } => get(config).to_string(),
         KeyKind::Text { get, .. } => get(config).to_string(),
+        KeyKind::OptionalText { get, .. } => get(config).unwrap_or("").to_string(),
         KeyKind::Choice { get, .. } => get(config).to_string(),
         KeyKind::SocketAddr { get, .. } => get(config).to_string(),
         KeyKind::Dir { get, .. } => get(config).display().to_string(),
@@ -351,10 +376,12 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, key) in KEYS.iter().enumerate() {
             let sep = if i == 0 { "" } else { " " };
-            let value = if key.secret {
+            let value = value_text(key, self);
+            // A secret is masked, but whether it is set at all shows.
+            let value = if key.secret && !value.is_empty() {
                 "***".to_string()
             } else {
-                value_text(key, self)
+                value
             };
             write!(f, "{sep}{}={value}", key.path())?;
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
 use super::load::{load, load_onto, placeholder, value_text};
-use super::types::{Config, ConfigError, RateLimitConfig, ServerConfig};
+use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// The repository's documented default configuration.
@@ -32,6 +32,7 @@ fn default_toml(key: &ConfigKey) -> toml::Value {
         | KeyKind::Choice { default, .. }
         | KeyKind::SocketAddr { default, .. }
         | KeyKind::Dir { default, .. } => toml::Value::String(default.to_string()),
+        KeyKind::OptionalText { .. } => toml::Value::String(String::new()),
     }
 }
 
@@ -43,6 +44,7 @@ fn as_toml(key: &ConfigKey, value: &str) -> Option<toml::Value> {
             value.parse::<i64>().ok().map(toml::Value::Integer)
         }
         KeyKind::Text { .. }
+        | KeyKind::OptionalText { .. }
         | KeyKind::Choice { .. }
         | KeyKind::SocketAddr { .. }
         | KeyKind::Dir { .. } => Some(toml::Value::String(value.to_string())),
@@ -61,6 +63,14 @@ fn file_with(key: &ConfigKey, value: toml::Value) -> String {
 /// Values the key must accept besides its default: its bounds, 0 where 0
 /// is allowed, and a few of each type.
 fn accepted(key: &ConfigKey) -> Vec<String> {
+    // Text with a shape of its own (an SQL identifier prefix).
+    if key.path() == "export.table_prefix" {
+        return vec![
+            "t".into(),
+            "shop_1_".into(),
+            "x".repeat(crate::export::TABLE_PREFIX_LEN_MAX),
+        ];
+    }
     match &key.kind {
         KeyKind::Unsigned {
             min,
@@ -78,6 +88,11 @@ fn accepted(key: &ConfigKey) -> Vec<String> {
         KeyKind::Text { max_bytes, .. } => {
             vec!["t".to_string(), "a b".to_string(), "x".repeat(*max_bytes)]
         }
+        // Values the URL check takes, the longest at the bound.
+        KeyKind::OptionalText { max_bytes, .. } => vec![
+            "postgres://u@h/db".to_string(),
+            format!("postgres://u@h/{}", "d".repeat(max_bytes - 15)),
+        ],
         KeyKind::Choice { choices, .. } => choices.iter().map(|c| c.to_string()).collect(),
         KeyKind::SocketAddr { .. } => vec!["127.0.0.1:1".to_string(), "[::1]:2".to_string()],
         KeyKind::Dir { .. } => vec!["/tmp/flashsale-test".to_string(), "rel/dir".to_string()],
@@ -86,6 +101,15 @@ fn accepted(key: &ConfigKey) -> Vec<String> {
 
 /// Values the key must refuse: one past each bound, and wrong shapes.
 fn refused(key: &ConfigKey) -> Vec<String> {
+    if key.path() == "export.table_prefix" {
+        return vec![
+            String::new(),
+            "a b".into(),
+            "1x".into(),
+            "Shop_".into(),
+            "x;drop".into(),
+        ];
+    }
     match &key.kind {
         KeyKind::Unsigned {
             min,
@@ -113,6 +137,9 @@ fn refused(key: &ConfigKey) -> Vec<String> {
             "t\n".into(),
             "x".repeat(max_bytes + 1),
         ],
+        KeyKind::OptionalText { max_bytes, .. } => {
+            vec![" ".into(), " t".into(), "x".repeat(max_bytes + 1)]
+        }
         KeyKind::Choice { .. } => vec![String::new(), "sometimes".into()],
         KeyKind::SocketAddr { .. } => vec![String::new(), "nowhere".into(), "127.0.0.1".into()],
         KeyKind::Dir { .. } => vec![String::new()],
@@ -222,6 +249,7 @@ fn wrong_toml_types_name_the_key() {
         let wrong = match &key.kind {
             KeyKind::Unsigned { .. } | KeyKind::Signed { .. } => toml::Value::String("1".into()),
             KeyKind::Text { .. }
+            | KeyKind::OptionalText { .. }
             | KeyKind::Choice { .. }
             | KeyKind::SocketAddr { .. }
             | KeyKind::Dir { .. } => toml::Value::Integer(1),
@@ -330,6 +358,13 @@ fn every_typed_field_is_filled_by_a_key() {
             writer_slice_us: 7,
             writer_nice: 7,
         },
+        export: ExportConfig {
+            postgres_url: Some("postgres://other".into()),
+            table_prefix: "other_".into(),
+            max_lag_bytes: 7,
+            batch_records: 7,
+            statement_timeout: Duration::from_secs(7),
+        },
     };
     let e = env(&[("FLASHSALE_RATE_LIMIT_GLOBAL_RPS", "5")]);
     for (text, e) in [("", &e[..0]), (REPO_CONFIG, &e[..0]), ("", &e[..])] {
@@ -375,7 +410,10 @@ fn wal_minimums_are_persistences() {
 
 #[test]
 fn startup_log_shows_every_key_and_masks_secrets() {
-    let e = env(&[("FLASHSALE_SERVER_ADMIN_TOKEN", "hunter2-token")]);
+    let e = env(&[
+        ("FLASHSALE_SERVER_ADMIN_TOKEN", "hunter2-token"),
+        ("FLASHSALE_EXPORT_POSTGRES_URL", "postgres://u:hunter3@h/db"),
+    ]);
     let line = load("", &e).unwrap().to_string();
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields.len(), KEYS.len(), "{line}");
@@ -387,6 +425,10 @@ fn startup_log_shows_every_key_and_masks_secrets() {
         }
     }
     assert!(!line.contains("hunter2"), "{line}");
+    assert!(!line.contains("hunter3"), "{line}");
+    // An unset secret shows as unset.
+    let line = load("", &[]).unwrap().to_string();
+    assert!(line.contains(" export.postgres_url= "), "{line}");
     assert!(line.contains(" wal.fsync=always "), "{line}");
 }
 

@@ -49,6 +49,38 @@ pub struct RateLimitConfig {
     pub per_client_burst: u64,
 }
 
+/// `[export]`, validated: the relay of order events into PostgreSQL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// Where to; `None` (the key left empty) turns the export off.
+    pub postgres_url: Option<String>,
+    /// Prefix of every table the export writes.
+    pub table_prefix: String,
+    /// Log bytes on disk past which purchases are refused with 503 while
+    /// the export lags (the log keeps what is not exported yet).
+    pub max_lag_bytes: u64,
+    /// Most events one batch (one transaction) carries.
+    pub batch_records: u32,
+    /// Longest one statement may run before PostgreSQL cancels it.
+    pub statement_timeout: Duration,
+}
+
+/// Hand-written so the URL, and the password in it, stay out of `{:?}`.
+impl std::fmt::Debug for ExportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportConfig")
+            .field(
+                "postgres_url",
+                &self.postgres_url.as_ref().map(|_| "<hidden>"),
+            )
+            .field("table_prefix", &self.table_prefix)
+            .field("max_lag_bytes", &self.max_lag_bytes)
+            .field("batch_records", &self.batch_records)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
 /// The whole validated configuration: one part per crate.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -56,4 +88,5 @@ pub struct Config {
     pub engine: engine::EngineConfig,
     pub rate_limit: RateLimitConfig,
     pub wal: WalConfig,
+    pub export: ExportConfig,
 }

@@ -1,6 +1,7 @@
 //! The export of orders to PostgreSQL: every order event of the log
 //! reaches a table exactly once, in order. This module is the PostgreSQL
-//! side; the relay that tails the log and calls it lives elsewhere.
+//! side, the relay that tails the log into it (`relay`), and the state
+//! both report (`status`).
 //!
 //! A relay uses it like this:
 //! 1. [`PgExporter::connect`] (creates the tables if absent, refuses a
@@ -28,12 +29,15 @@
 
 mod error;
 mod exporter;
+pub mod relay;
 mod rows;
 mod schema;
+mod status;
 mod write;
 
 pub use error::{ExportError, PgTarget};
 pub use exporter::{ExportOptions, PgExporter, CONNECT_TIMEOUT_DEFAULT, STATEMENT_TIMEOUT_DEFAULT};
 pub use rows::{BatchRows, BatchSource, ExportBatch, ExportReplica, OrderRow, SaleRow};
 pub use schema::{TablePrefix, SCHEMA_VERSION, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX};
+pub use status::{ExportSnapshot, ExportStatus};
 pub use write::WriteReport;

@@ -19,7 +19,7 @@ use super::admin::{admin_create, admin_sale_op, SaleOp};
 use super::body::BodyRequest;
 use super::head::{check_head, BodyType};
 use super::orders::{order_cancel, order_get, order_pay};
-use super::probes::{healthz, metrics, readyz};
+use super::probes::{export_status, healthz, metrics, readyz};
 use super::purchase::{purchase, PathSku, Purchase};
 use super::response::{
     bad_request, method_not_allowed, not_found, rate_limited, unavailable, Resp,
@@ -140,7 +140,9 @@ impl EngineRoute {
             Route::AdminPause => change(Change::AdminSale(SaleOp::Pause)),
             Route::AdminResume => change(Change::AdminSale(SaleOp::Resume)),
             Route::AdminEnd => change(Change::AdminSale(SaleOp::End)),
-            Route::Healthz | Route::Readyz | Route::Metrics | Route::Other => None,
+            Route::Healthz | Route::Readyz | Route::Metrics | Route::AdminExport | Route::Other => {
+                None
+            }
         }
     }
 
@@ -210,6 +212,7 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
         Route::Healthz => healthz(),
         Route::Readyz => readyz(app),
         Route::Metrics => metrics(app),
+        Route::AdminExport => export_status(app, req.headers()),
         // `EngineRoute::of` took these, and an unknown path is 404.
         Route::Other
         | Route::SaleGet
@@ -300,7 +303,11 @@ mod tests {
                 Some(target) => assert_eq!(target.route(), route),
                 None => assert!(matches!(
                     route,
-                    Route::Healthz | Route::Readyz | Route::Metrics | Route::Other
+                    Route::Healthz
+                        | Route::Readyz
+                        | Route::Metrics
+                        | Route::AdminExport
+                        | Route::Other
                 )),
             }
         }

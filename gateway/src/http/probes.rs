@@ -7,8 +7,18 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use super::response::{json_static, unavailable, Resp};
+use super::response::{json, json_static, unavailable, Resp};
 use crate::app::{unix_ms, App};
+
+/// `GET /v1/admin/export` (admin): the export's state as JSON, the same
+/// figures as its metrics.
+pub fn export_status(app: &App, headers: &hyper::HeaderMap) -> Resp {
+    if let Err(resp) = super::auth::require_admin(&app.config.server, headers) {
+        return resp;
+    }
+    let enabled = app.config.export.postgres_url.is_some();
+    json(StatusCode::OK, app.export.json(unix_ms(), enabled))
+}
 
 pub fn healthz() -> Resp {
     json_static(StatusCode::OK, "{\"status\":\"ok\"}")
@@ -31,6 +41,12 @@ pub fn metrics(app: &App) -> Resp {
                 .render(&mut out, &core.engine.sales(unix_ms()), Some(&stats));
         }
         None => app.metrics.render(&mut out, &[], None),
+    }
+    if app.config.export.postgres_url.is_some() {
+        app.export.render(&mut out, unix_ms());
+        let over = u8::from(app.export_over_lag());
+        out.push_str("# HELP flashsale_export_over_max_lag 1 while purchases are refused because the unexported log passed export.max_lag_bytes.\n# TYPE flashsale_export_over_max_lag gauge\n");
+        out.push_str(&format!("flashsale_export_over_max_lag {over}\n"));
     }
     let mut resp = Response::new(Full::new(Bytes::from(out)));
     resp.headers_mut().insert(

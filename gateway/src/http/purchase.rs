@@ -18,8 +18,8 @@ use super::body::{check_body_type, check_content_length, collect_body, parse};
 use super::head::BodyType;
 use super::purchase_body::PurchaseBody;
 use super::response::{
-    bad_request, json, json_static, log_unavailable, rate_limited, static_error_body, unknown_sku,
-    Resp,
+    bad_request, json, json_static, log_unavailable, rate_limited, static_error_body, unavailable,
+    unknown_sku, Resp,
 };
 use crate::app::{unix_ms, App, Core};
 use crate::wal::Ticket;
@@ -112,6 +112,12 @@ impl Purchase {
         if let Err(retry) = limiter.check_global(now) {
             return Err(rate_limited(&app.metrics, retry));
         }
+        if app.core().is_some_and(|core| app.export_lagging(core)) {
+            app.export.refused_purchase();
+            return Err(unavailable(
+                "the order export lags (export.max_lag_bytes); retry shortly",
+            ));
+        }
         check_body_type(body_type)?;
         check_content_length(&app.config.server, req.body())?;
         Ok(Purchase {
@@ -128,7 +134,7 @@ impl Purchase {
 pub(crate) async fn purchase(app: &App, p: Purchase) -> Resp {
     // The router answered 503 while recovering; once set, the core stays.
     let Some(core) = app.core() else {
-        return super::response::unavailable("recovery in progress");
+        return unavailable("recovery in progress");
     };
     let Purchase { body, sku, now } = p;
     let bytes = match collect_body(&app.config.server, body).await {

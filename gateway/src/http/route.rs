@@ -21,6 +21,7 @@ engine::labelled_enum! {
         AdminPause => "admin_pause",
         AdminResume => "admin_resume",
         AdminEnd => "admin_end",
+        AdminExport => "admin_export",
         Healthz => "healthz",
         Readyz => "readyz",
         Metrics => "metrics",
@@ -66,7 +67,8 @@ impl Route {
             | Route::OrderGet
             | Route::Healthz
             | Route::Readyz
-            | Route::Metrics => Methods::Read,
+            | Route::Metrics
+            | Route::AdminExport => Methods::Read,
             Route::Purchase
             | Route::OrderCancel
             | Route::OrderPay
@@ -147,6 +149,7 @@ fn lookup<'s>(seg: &[&'s str]) -> (Route, &'s str) {
         ["v1", "admin", "sales", sku, "pause"] => (Route::AdminPause, sku),
         ["v1", "admin", "sales", sku, "resume"] => (Route::AdminResume, sku),
         ["v1", "admin", "sales", sku, "end"] => (Route::AdminEnd, sku),
+        ["v1", "admin", "export"] => (Route::AdminExport, ""),
         ["healthz"] => (Route::Healthz, ""),
         ["readyz"] => (Route::Readyz, ""),
         ["metrics"] => (Route::Metrics, ""),
@@ -233,6 +236,7 @@ mod tests {
             ("/v1/admin/sales/s1/pause", Route::AdminPause, "s1"),
             ("/v1/admin/sales/s1/resume", Route::AdminResume, "s1"),
             ("/v1/admin/sales/s1/end", Route::AdminEnd, "s1"),
+            ("/v1/admin/export", Route::AdminExport, ""),
             ("/healthz", Route::Healthz, ""),
             ("/readyz", Route::Readyz, ""),
             ("/metrics", Route::Metrics, ""),
