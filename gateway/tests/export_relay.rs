@@ -198,7 +198,13 @@ async fn export_survives_postgres_and_flashsale_crashes() {
     let url = cluster.url();
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_config(dir.path(), "always");
-    let env = [("FLASHSALE_EXPORT_POSTGRES_URL", url.as_str())];
+    // Small segments and frequent snapshots: snapshots run while the
+    // export is down and behind, and must keep what it has not written.
+    let env = [
+        ("FLASHSALE_EXPORT_POSTGRES_URL", url.as_str()),
+        ("FLASHSALE_WAL_SEGMENT_BYTES", "4096"),
+        ("FLASHSALE_WAL_SNAPSHOT_EVERY_RECORDS", "40"),
+    ];
     let server = Proc::spawn(&config, &env);
     server.wait_ready().await;
     let mut c = Conn::connect(server.addr).await.unwrap();
@@ -231,6 +237,14 @@ async fn export_survives_postgres_and_flashsale_crashes() {
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     wait_caught_up(&mut c).await;
     check_equal(&mut c, &url, "k9", &acknowledged).await;
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("snapshot-")),
+        "no snapshot was taken: {files:?}"
+    );
     assert!(
         server.log().contains("export: writing to PostgreSQL"),
         "{}",

@@ -10,7 +10,9 @@
 //! 2. Build an [`ExportReplica`] and feed it, through
 //!    [`ExportReplica::apply`], a snapshot at or before the cursor (or the
 //!    log from its start) and every record after it, in batches. Each
-//!    batch gives its [`BatchRows`].
+//!    batch gives its [`BatchRows`]. A snapshot's LSN is that of the last
+//!    log record it includes; a long one may come in parts
+//!    ([`BatchSource::SnapshotPart`], then [`BatchSource::SnapshotEnd`]).
 //! 3. [`PgExporter::write_batch`] each batch's rows, skipping those
 //!    wholly at or before the cursor ([`BatchRows::needs_writing`]).
 //!    On an error, wait and write the same rows again; never apply the
@@ -21,18 +23,23 @@
 //! batch written twice (a retry after a lost commit acknowledgement, or a
 //! restart from a cursor behind the rows) leaves the rows as they were;
 //! and since the relay resumes after the cursor that committed with the
-//! rows, nothing is skipped. See [`write`](self) for the statements.
+//! rows, nothing is skipped. A snapshot's parts leave the cursor behind
+//! until its end, so a relay that dies halfway writes all of it again.
 //!
-//! Files: [`rows`](ExportReplica) (events to rows), `schema` (tables,
-//! prefix, version), `write` (statements), `exporter` (connection, retry
-//! contract, timeouts), `error` ([`ExportError`]).
+//! Files, each depending only on those after it: `exporter` (connection,
+//! retry contract, timeouts), `write` (the batch's statements), `copy`
+//! (order rows by binary COPY), `schema` (tables, prefix, version),
+//! `time` (values in PostgreSQL's types), `rows` (events to rows through the replica engine,
+//! and its memory cost), `error` ([`ExportError`]).
 
+mod copy;
 mod error;
 mod exporter;
 pub mod relay;
 mod rows;
 mod schema;
 mod status;
+mod time;
 mod write;
 
 pub use error::{ExportError, PgTarget};

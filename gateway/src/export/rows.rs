@@ -371,3 +371,48 @@ fn clock_free_state(phase: SalePhase) -> &'static str {
         SalePhase::Scheduled => "open",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sale(ordinal: u32) -> Event {
+        Event::SaleCreated {
+            ordinal,
+            sku: format!("s{ordinal}"),
+            stock: 5,
+            per_user_limit: 1,
+            starts_at_ms: None,
+            ends_at_ms: None,
+            reservation_ttl_ms: 10,
+        }
+    }
+
+    fn apply(r: &mut ExportReplica, source: BatchSource, events: &[(u64, Event)]) -> bool {
+        r.apply(ExportBatch { source, events }).is_ok()
+    }
+
+    #[test]
+    fn the_lsn_contract_is_checked() {
+        use BatchSource::{Log, SnapshotEnd, SnapshotPart};
+        let mut r = ExportReplica::new(EngineConfig::with_shards(1));
+        assert!(apply(&mut r, SnapshotPart, &[(4, sale(0))]));
+        assert!(!apply(&mut r, Log, &[(5, sale(1))]), "snapshot not ended");
+        assert!(!apply(&mut r, SnapshotEnd, &[(5, sale(1))]), "another LSN");
+        assert!(apply(&mut r, SnapshotEnd, &[(4, sale(1))]));
+        assert!(
+            !apply(&mut r, Log, &[(4, sale(2))]),
+            "not after the snapshot"
+        );
+        assert!(!apply(&mut r, Log, &[(6, sale(2)), (6, sale(3))]));
+        assert!(apply(&mut r, Log, &[(5, sale(2)), (9, sale(3))]));
+        assert!(
+            !apply(&mut r, SnapshotEnd, &[(10, sale(4))]),
+            "replica not fresh"
+        );
+        assert_eq!(r.last_lsn(), Some(9));
+        // A stream the engine refuses poisons the replica for good.
+        assert!(!apply(&mut r, Log, &[(10, sale(9))]));
+        assert!(!apply(&mut r, Log, &[(11, sale(4))]));
+    }
+}

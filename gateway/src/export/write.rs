@@ -1,38 +1,38 @@
-//! The statements of one batch: the sale and order upserts, the cursor,
-//! and reading the cursor back. [`write_rows`] runs them inside a
-//! transaction the caller owns and commits.
+//! The statements of one batch: the sale upsert, the order rows (through
+//! [`OrderCopy`]), the cursor, and reading the cursor back. [`write_rows`]
+//! runs them inside a transaction the caller owns and commits.
 //!
-//! Each table gets one multi-row `INSERT ... SELECT FROM UNNEST($1, ...)`
-//! per batch: arrays are sent in binary, parsed once, and the upsert sees
-//! the batch as one set. (Binary `COPY` into a temporary staging table and
-//! an `INSERT ... SELECT` from it was measured against this on 10,000-row
-//! batches and was slower: it costs an extra statement and a write of the
-//! staging table; the figures are in the commit that made this choice.)
+//! Sale rows, a handful per batch, go in one multi-row
+//! `INSERT ... SELECT FROM UNNEST($1, ...)`: arrays in binary, one round
+//! trip.
 //!
 //! **Exactly once.** An upsert changes a row only for a newer event
 //! (`WHERE t.updated_lsn < EXCLUDED.updated_lsn`), so a replayed batch, or
 //! an older one, changes nothing, `updated_lsn` included. (Snapshot rows
 //! also replace rows at their own LSN: those of the snapshot's earlier
-//! parts; the cursor, still behind it, says no log row is there.) The cursor moves
-//! only forward. `updated_lsn` is the LSN of the last event that touched
-//! the row, even one that left it as it was (a cancel and an admission
-//! that cancel out in one batch), so a change feed on it misses nothing. A change's time (`paid_at`, ...) is set
-//! once in an order's life, so a row keeps the time it has when the new row
-//! does not know it (a snapshot's).
+//! parts; the cursor, still behind it, says no log row is there.) The
+//! cursor moves only forward. `updated_lsn` is the LSN of the last event
+//! that touched the row, even one that left it as it was (a cancel and an
+//! admission that cancel out in one batch), so a change feed on it misses
+//! nothing. A change's time (`paid_at`, ...) is set once in an order's
+//! life, so a row keeps the time it has when the new row does not know it
+//! (a snapshot's).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tokio_postgres::types::Type;
 use tokio_postgres::{Statement, Transaction};
 
+use super::copy::OrderCopy;
 use super::error::ExportError;
-use super::rows::{BatchRows, OrderRow, SaleRow};
+use super::rows::{BatchRows, SaleRow};
 use super::schema::TablePrefix;
+use super::time::{opt_time, to_bigint, to_integer};
 
 /// The statements one connection prepares once and reuses every batch.
 pub(crate) struct Statements {
     upsert_sales: Statement,
-    upsert_orders: Statement,
+    orders: OrderCopy,
     advance_cursor: Statement,
     pub(crate) read_cursor: Statement,
 }
@@ -57,9 +57,7 @@ impl Statements {
             upsert_sales: client
                 .prepare_typed(&upsert_sales_sql(p), &SALE_TYPES)
                 .await?,
-            upsert_orders: client
-                .prepare_typed(&upsert_orders_sql(p), &ORDER_TYPES)
-                .await?,
+            orders: OrderCopy::prepare(client, p).await?,
             advance_cursor: client
                 .prepare_typed(&advance_cursor_sql(p), &[Type::TEXT, Type::INT8])
                 .await?,
@@ -91,21 +89,6 @@ const SALE_TYPES: [Type; 12] = [
     Type::BOOL,
 ];
 
-const ORDER_TYPES: [Type; 12] = [
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::INT4_ARRAY,
-    Type::TEXT_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::INT8_ARRAY,
-    Type::BOOL,
-];
-
 fn upsert_sales_sql(p: &TablePrefix) -> String {
     let t = p.table("sales");
     format!(
@@ -118,25 +101,6 @@ fn upsert_sales_sql(p: &TablePrefix) -> String {
             per_user_limit = EXCLUDED.per_user_limit, state = EXCLUDED.state,
             starts_at = EXCLUDED.starts_at, ends_at = EXCLUDED.ends_at,
             reservation_ttl_ms = EXCLUDED.reservation_ttl_ms,
-            updated_lsn = EXCLUDED.updated_lsn
-         WHERE t.updated_lsn < EXCLUDED.updated_lsn
-            OR (t.updated_lsn = EXCLUDED.updated_lsn AND $12)"
-    )
-}
-
-fn upsert_orders_sql(p: &TablePrefix) -> String {
-    let t = p.table("orders");
-    format!(
-        "INSERT INTO {t} AS t (order_id, sku, user_id, qty, state, created_at, expires_at,
-                paid_at, cancelled_at, expired_at, updated_lsn)
-         SELECT * FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (order_id) DO UPDATE SET
-            sku = EXCLUDED.sku, user_id = EXCLUDED.user_id, qty = EXCLUDED.qty,
-            state = EXCLUDED.state, created_at = EXCLUDED.created_at,
-            expires_at = EXCLUDED.expires_at,
-            paid_at = COALESCE(EXCLUDED.paid_at, t.paid_at),
-            cancelled_at = COALESCE(EXCLUDED.cancelled_at, t.cancelled_at),
-            expired_at = COALESCE(EXCLUDED.expired_at, t.expired_at),
             updated_lsn = EXCLUDED.updated_lsn
          WHERE t.updated_lsn < EXCLUDED.updated_lsn
             OR (t.updated_lsn = EXCLUDED.updated_lsn AND $12)"
@@ -171,11 +135,9 @@ pub(crate) async fn write_rows(
             .map_err(|e| on_err("upserting sale rows", e))?;
     }
     if !rows.orders.is_empty() {
-        let cols = OrderColumns::new(&rows.orders)?;
-        report.orders_changed = tx
-            .execute(&statements.upsert_orders, &cols.params(&same_lsn_replaces))
-            .await
-            .map_err(|e| on_err("upserting order rows", e))?;
+        report.orders_changed = (statements.orders)
+            .write(tx, &rows.orders, same_lsn_replaces, &on_err)
+            .await?;
     }
     if let Some(lsn) = rows.cursor_lsn() {
         let lsn = to_bigint(lsn, "an LSN")?;
@@ -256,97 +218,6 @@ impl<'a> SaleColumns<'a> {
             same_lsn_replaces,
         ]
     }
-}
-
-/// The order rows as one array per column.
-struct OrderColumns<'a> {
-    order_id: Vec<String>,
-    sku: Vec<&'a str>,
-    user_id: Vec<String>,
-    qty: Vec<i32>,
-    state: Vec<&'static str>,
-    created_at: Vec<SystemTime>,
-    expires_at: Vec<SystemTime>,
-    paid_at: Vec<Option<SystemTime>>,
-    cancelled_at: Vec<Option<SystemTime>>,
-    expired_at: Vec<Option<SystemTime>>,
-    lsn: Vec<i64>,
-}
-
-impl<'a> OrderColumns<'a> {
-    fn new(rows: &'a [OrderRow]) -> Result<OrderColumns<'a>, ExportError> {
-        let n = rows.len();
-        let mut c = OrderColumns {
-            order_id: Vec::with_capacity(n),
-            sku: Vec::with_capacity(n),
-            user_id: Vec::with_capacity(n),
-            qty: Vec::with_capacity(n),
-            state: Vec::with_capacity(n),
-            created_at: Vec::with_capacity(n),
-            expires_at: Vec::with_capacity(n),
-            paid_at: Vec::with_capacity(n),
-            cancelled_at: Vec::with_capacity(n),
-            expired_at: Vec::with_capacity(n),
-            lsn: Vec::with_capacity(n),
-        };
-        for r in rows {
-            // Decimal, as the HTTP API prints order ids.
-            c.order_id.push(r.order_id.to_string());
-            c.sku.push(&r.sku);
-            c.user_id.push(r.user_id.to_string());
-            c.qty.push(to_integer(r.qty, "an order's qty")?);
-            c.state.push(r.state.as_str());
-            c.created_at.push(time(r.created_at_ms, "created_at")?);
-            c.expires_at.push(time(r.expires_at_ms, "expires_at")?);
-            c.paid_at.push(opt_time(r.paid_at_ms, "paid_at")?);
-            c.cancelled_at
-                .push(opt_time(r.cancelled_at_ms, "cancelled_at")?);
-            c.expired_at.push(opt_time(r.expired_at_ms, "expired_at")?);
-            c.lsn.push(to_bigint(r.updated_lsn, "an LSN")?);
-        }
-        Ok(c)
-    }
-
-    fn params<'p>(&'p self, same_lsn_replaces: &'p bool) -> [Param<'p>; 12] {
-        [
-            &self.order_id,
-            &self.sku,
-            &self.user_id,
-            &self.qty,
-            &self.state,
-            &self.created_at,
-            &self.expires_at,
-            &self.paid_at,
-            &self.cancelled_at,
-            &self.expired_at,
-            &self.lsn,
-            same_lsn_replaces,
-        ]
-    }
-}
-
-/// Latest time written: the end of 9999 AD. PostgreSQL goes further, but
-/// a time past this is a mistake, not a sale (and tokio-postgres counts
-/// microseconds in an i64, which ends in 294,247 AD).
-const TIMESTAMPTZ_MAX_MS: u64 = 253_402_300_799_999;
-
-fn time(ms: u64, what: &'static str) -> Result<SystemTime, ExportError> {
-    if ms > TIMESTAMPTZ_MAX_MS {
-        return Err(ExportError::OutOfRange { what });
-    }
-    Ok(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
-fn opt_time(ms: Option<u64>, what: &'static str) -> Result<Option<SystemTime>, ExportError> {
-    ms.map(|ms| time(ms, what)).transpose()
-}
-
-fn to_bigint(v: u64, what: &'static str) -> Result<i64, ExportError> {
-    i64::try_from(v).map_err(|_| ExportError::OutOfRange { what })
-}
-
-fn to_integer(v: u32, what: &'static str) -> Result<i32, ExportError> {
-    i32::try_from(v).map_err(|_| ExportError::OutOfRange { what })
 }
 
 /// The cursor value a row read back holds. Only this module writes it,
