@@ -734,10 +734,15 @@ async fn a_backend_killed_between_rows_and_cursor_rolls_both_back() {
     // Wait for the export's backend to block on the cursor's lock, then end it.
     let waiting = "SELECT pid FROM pg_stat_activity
                    WHERE application_name = 'flashsale-export' AND wait_event_type = 'Lock'";
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
     let pid: i32 = loop {
         if let Some(row) = killer.query_opt(waiting, &[]).await.unwrap() {
             break row.get(0);
         }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the export never waited"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let killed: bool = killer

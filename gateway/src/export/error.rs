@@ -149,6 +149,7 @@ fn transient_sqlstate(code: &str) -> bool {
 /// What a statement was doing, the server, the password to strike out, and
 /// the statement timeout: what [`classify`] needs to turn a tokio-postgres
 /// error into an [`ExportError`].
+#[derive(Clone, Copy)]
 pub(crate) struct ErrorContext<'a> {
     pub target: &'a Arc<PgTarget>,
     pub password: Option<&'a [u8]>,
@@ -216,18 +217,23 @@ impl ErrorContext<'_> {
 
     /// The error's text with its sources, the password struck out.
     pub(crate) fn reason(&self, err: &tokio_postgres::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            let more = s.to_string();
-            if !text.contains(&more) {
-                text.push_str(": ");
-                text.push_str(&more);
-            }
-            source = s.source();
-        }
-        redact(text, self.password)
+        error_text(err, self.password)
     }
+}
+
+/// `err`'s text followed by its sources', the password struck out.
+pub(crate) fn error_text(err: &tokio_postgres::Error, password: Option<&[u8]>) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    redact(text, password)
 }
 
 /// `text` with every occurrence of `password` replaced. Passwords shorter

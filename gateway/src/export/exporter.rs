@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::error::{redact, ErrorContext, ExportError, PgTarget};
+use super::error::{error_text, ErrorContext, ExportError, PgTarget};
 use super::rows::BatchRows;
 use super::schema::{ensure_schema, TablePrefix, TABLE_PREFIX_DEFAULT};
 use super::write::{cursor_from_bigint, write_rows, Statements, WriteReport};
@@ -100,7 +100,8 @@ impl PgExporter {
                 .postgres_url
                 .parse()
                 .map_err(|e: tokio_postgres::Error| ExportError::BadUrl {
-                    reason: redact(e.to_string(), None),
+                    // The parser names the option, never its value.
+                    reason: error_text(&e, None),
                 })?;
         if config.get_user().is_none() {
             return Err(ExportError::BadUrl {
@@ -267,6 +268,13 @@ impl PgExporter {
         client: &mut Client,
         ctx: &ErrorContext<'_>,
     ) -> Result<Statements, ExportError> {
+        // The schema's DDL gets the connect timeout: it is rare, and may
+        // wait for a lock a batch statement would not be allowed to.
+        let ddl = ErrorContext {
+            timeout_ms: self.connect_timeout.as_millis() as u64,
+            ..*ctx
+        };
+        ensure_schema(client, &self.prefix, &ddl).await?;
         let ms = self.statement_timeout.as_millis();
         let session = format!(
             "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {}",
@@ -274,7 +282,6 @@ impl PgExporter {
         );
         (client.batch_execute(&session).await)
             .map_err(|e| ctx.classify("setting up the session", &e))?;
-        ensure_schema(client, &self.prefix, ctx).await?;
         (Statements::prepare(client, &self.prefix).await)
             .map_err(|e| ctx.classify("preparing the export statements", &e))
     }

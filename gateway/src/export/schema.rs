@@ -55,7 +55,9 @@ impl TablePrefix {
 }
 
 /// Creates the tables if absent and checks the version. Returns the
-/// version found (or written).
+/// version found (or written). Each statement may take up to
+/// `ctx.timeout_ms`: DDL is rare and may wait for locks, so the caller
+/// gives it longer than a batch's statements get.
 pub(crate) async fn ensure_schema(
     client: &mut Client,
     prefix: &TablePrefix,
@@ -64,6 +66,8 @@ pub(crate) async fn ensure_schema(
     let what = "creating the export schema";
     let err = |e: tokio_postgres::Error| ctx.classify(what, &e);
     let tx = client.transaction().await.map_err(err)?;
+    let timeout = format!("SET LOCAL statement_timeout = {}", ctx.timeout_ms);
+    tx.batch_execute(&timeout).await.map_err(err)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&prefix.table("schema")],
