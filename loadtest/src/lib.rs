@@ -13,9 +13,9 @@
 //! Modules, in the order a request meets them: [`scenario`] (knobs),
 //! [`workload`] (who sends what), [`client`] (one connection), [`api`] (the
 //! response shapes and admin calls), [`stats`] (measurement), [`verify`]
-//! (the verdict), [`report`] and [`html`] (output), [`spawn`] (running a real
-//! server) and [`ceiling`] (the generator's own limit against a trivial
-//! server). A run is driven by `runner` and summarised by `assemble`.
+//! (the verdict), [`pgverify`] (the PostgreSQL export against the run),
+//! [`report`] and [`html`] (output), [`spawn`] (running a real server) and
+//! [`ceiling`] (the generator's own limit against a trivial server). A run is driven by `runner` and summarised by `assemble`.
 //!
 //! This file only declares and re-exports: no module imports from the crate
 //! root, so the files of the crate depend on each other one way.
@@ -25,6 +25,7 @@ mod assemble;
 pub mod ceiling;
 pub mod client;
 pub mod html;
+pub mod pgverify;
 mod progress;
 pub mod report;
 mod runner;

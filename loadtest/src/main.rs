@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use loadtest::ceiling::{self, CeilingOptions};
+use loadtest::pgverify::PgTarget;
 use loadtest::spawn::{self, SpawnOptions};
 use loadtest::{html, report, RunOptions, Scenario};
 use std::path::{Path, PathBuf};
@@ -121,6 +122,15 @@ struct Args {
     /// Start a flashsale server on a temp dir and free port, test it, stop it.
     #[arg(long)]
     spawn: bool,
+    /// PostgreSQL database the server exports orders to (libpq URL, e.g.
+    /// postgres://user:password@host:5432/db). After the run, wait up to
+    /// 60 s for GET /v1/admin/export to report no lag, then check the
+    /// tables against the run: every acknowledged order once and in the
+    /// state it was driven to, the sale rows equal to the server's
+    /// counters, no other rows. With --spawn, the spawned server exports
+    /// there. The URL is never printed.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Server binary for --spawn [default: $FLASHSALE_BIN, next to this binary, or built].
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
@@ -229,6 +239,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
     }
 
     let scenario = args.scenario()?;
+    let postgres = args.postgres.as_deref().map(PgTarget::parse).transpose()?;
     let admin_token = match (&args.admin_token, args.spawn) {
         (Some(token), _) => token.clone(),
         (None, true) => random_token(),
@@ -241,6 +252,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
             bin: bin.clone(),
             admin_token: admin_token.clone(),
             fsync: args.spawn_fsync.clone(),
+            export_postgres_url: postgres.as_ref().map(|pg| pg.secret_url().to_string()),
         })
         .await?;
         eprintln!(
@@ -263,6 +275,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
         target,
         admin_token,
         quiet: args.quiet,
+        postgres,
     };
     let result = loadtest::run(&opts).await;
     // Stop the server whatever happened, and before reporting, so its exit

@@ -4,6 +4,7 @@
 use crate::api::{self, SaleDoc};
 use crate::assemble::{build_report, phase, Built};
 use crate::client::{self, ClientConn, Target};
+use crate::pgverify::{self, PgTarget};
 use crate::progress::progress_bar;
 use crate::report::{Report, SkuReport};
 use crate::scenario::Scenario;
@@ -25,6 +26,9 @@ pub struct RunOptions {
     pub admin_token: String,
     /// Hide the progress bar (it is also hidden when stderr is not a terminal).
     pub quiet: bool,
+    /// The database the server exports to: after the run, wait for the
+    /// export to catch up and check it (see [`crate::pgverify`]).
+    pub postgres: Option<PgTarget>,
 }
 
 /// A seed from the clock, for runs that don't pin one.
@@ -131,7 +135,15 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
     let final_sales = verify::read_sales(&ctx)
         .await
         .context("reading sales at the end")?;
-    let verdict = judge_run(&ctx, &settled, &after_rush, after_rush_ms, &final_sales).await;
+    let verdict = judge_run(
+        &ctx,
+        &settled,
+        &after_rush,
+        after_rush_ms,
+        &final_sales,
+        opts.postgres.as_ref(),
+    )
+    .await;
 
     let skus = sku_reports(&ctx, &settled, &after_rush, &final_sales);
     let phases = vec![
@@ -232,18 +244,20 @@ async fn settle(ctx: &Ctx, mut workers: Vec<Worker>, quiet: bool) -> Result<Sett
     })
 }
 
-/// Looks up every acknowledged order and judges what the server holds.
+/// Looks up every acknowledged order and judges what the server holds,
+/// then, with `postgres`, what the export wrote.
 async fn judge_run(
     ctx: &Ctx,
     settled: &Settled,
     after_rush: &[SaleDoc],
     after_rush_ms: u64,
     final_sales: &[SaleDoc],
+    postgres: Option<&PgTarget>,
 ) -> verify::Verdict {
     let lookups = verify::lookup_orders(ctx, &settled.acks).await;
     let now_ms = api::now_ms();
     let all_users_served = ctx.users_started.load(Ordering::Relaxed) == ctx.scenario.users;
-    verify::judge(&verify::Evidence {
+    let mut verdict = verify::judge(&verify::Evidence {
         skus: &ctx.skus,
         acks: &settled.acks,
         lookups: &lookups,
@@ -254,7 +268,13 @@ async fn judge_run(
         now_ms,
         all_users_served,
         qty: ctx.scenario.qty,
-    })
+    });
+    if let Some(pg) = postgres {
+        let checks = pgverify::verify_export(ctx, &settled.acks, &lookups, pg).await;
+        verdict.passed &= checks.iter().all(|c| c.passed);
+        verdict.checks.extend(checks);
+    }
+    verdict
 }
 
 /// Each SKU's story for the report; a replayed order's units count once.

@@ -106,6 +106,9 @@ pub struct SpawnOptions {
     pub admin_token: String,
     /// WAL fsync mode written to the config (`always` is the durable default).
     pub fsync: String,
+    /// `export.postgres_url` (a secret: passed in the environment, never
+    /// written to the config file or printed).
+    pub export_postgres_url: Option<String>,
 }
 
 /// A running server; stop it with [`Spawned::stop`]. Dropping it kills the
@@ -155,7 +158,11 @@ pub async fn spawn_server(opts: &SpawnOptions) -> Result<Spawned> {
     std::fs::write(&config_path, server_config(&opts.fsync)).context("writing server config")?;
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).context("creating server log")?;
-    let child = Command::new(&opts.bin)
+    let mut cmd = Command::new(&opts.bin);
+    if let Some(url) = &opts.export_postgres_url {
+        cmd.env("FLASHSALE_EXPORT_POSTGRES_URL", url);
+    }
+    let child = cmd
         .arg("serve")
         .arg("--config")
         .arg(&config_path)

@@ -10,15 +10,20 @@
 //! This file gathers the evidence over HTTP ([`read_sales`],
 //! [`lookup_orders`]) and runs the checks ([`judge`]). The files below it
 //! depend one way: `checks` (one function per check) on `evidence` (what is
-//! judged and the tallies shared by checks) and `outcome` (the result types).
+//! judged and the tallies shared by checks) and `outcome` (the result types);
+//! `exported` holds the checks of the database `--postgres` names.
 
 mod checks;
 mod evidence;
+mod exported;
 mod outcome;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exported;
 
 pub use evidence::Evidence;
+pub use exported::{judge_export, ExportEvidence, OrderRow, SaleRow};
 pub use outcome::{Check, Verdict};
 
 use crate::api::{self, OrderLookup, SaleDoc};
@@ -33,7 +38,12 @@ use std::time::Duration;
 
 /// Looks up every acknowledged order with bounded concurrency.
 pub async fn lookup_orders(ctx: &Ctx, acks: &[Ack]) -> Vec<OrderLookup> {
-    let ids: Arc<Vec<String>> = Arc::new(acks.iter().map(|a| a.order_id.clone()).collect());
+    lookup_order_ids(ctx, acks.iter().map(|a| a.order_id.clone()).collect()).await
+}
+
+/// Looks up orders by id with bounded concurrency, answers in `ids` order.
+pub async fn lookup_order_ids(ctx: &Ctx, ids: Vec<String>) -> Vec<OrderLookup> {
+    let ids = Arc::new(ids);
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     let workers = (ctx.scenario.verify_concurrency as usize).min(ids.len().max(1));

@@ -315,6 +315,7 @@ async fn run_against(bug: Bug, scenario: Scenario) -> Report {
         target: format!("http://{addr}"),
         admin_token: TOKEN.into(),
         quiet: true,
+        postgres: None,
     })
     .await
     .expect("the run itself completes")

@@ -4,11 +4,11 @@
 //! report order.
 
 use super::evidence::{
-    expiry_passed, server_record, AdmittedUnits, Evidence, RecordProblem, ServerUnits,
+    server_record, state_as_driven, AdmittedUnits, Evidence, RecordProblem, ServerUnits,
 };
 use super::outcome::{Check, Problems};
 use crate::api::OrderLookup;
-use crate::workload::{Action, Expected, Tally};
+use crate::workload::Tally;
 use std::collections::{BTreeMap, HashSet};
 
 /// "no_oversell": acknowledged, unexpired units never exceed the supply.
@@ -168,21 +168,7 @@ pub(super) fn check_order_states_as_driven(ev: &Evidence<'_>) -> Check {
         let Ok(o) = server_record(ev, a, l) else {
             continue;
         };
-        let expired_ok = o.state == "expired" && expiry_passed(a, Some(o), ev.now_ms);
-        let ok = match a.expected {
-            Expected::Reserved => o.state == "reserved" || expired_ok,
-            Expected::Paid => o.state == "paid",
-            Expected::Cancelled => o.state == "cancelled",
-            Expected::Expired => o.state == "expired",
-            Expected::ReservedOr(Action::Pay) => {
-                matches!(o.state.as_str(), "reserved" | "paid") || expired_ok
-            }
-            Expected::ReservedOr(Action::Cancel) => {
-                matches!(o.state.as_str(), "reserved" | "cancelled") || expired_ok
-            }
-            Expected::ReservedOr(Action::Keep) => o.state == "reserved" || expired_ok,
-        };
-        if !ok {
+        if !state_as_driven(a, Some(o), &o.state, ev.now_ms) {
             wrong_state.add(|| {
                 format!(
                     "order {} expected {:?}, server says {}",

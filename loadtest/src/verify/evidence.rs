@@ -2,7 +2,7 @@
 //! more than one check needs.
 
 use crate::api::{OrderDoc, OrderLookup, SaleDoc};
-use crate::workload::{Ack, SkuInfo, Tally};
+use crate::workload::{Ack, Action, Expected, SkuInfo, Tally};
 use std::collections::{BTreeMap, HashSet};
 
 /// Everything the verdict is computed from.
@@ -130,7 +130,31 @@ pub(super) fn server_record<'a>(
     Ok(o)
 }
 
-pub(super) fn expiry_passed(ack: &Ack, order: Option<&OrderDoc>, now_ms: u64) -> bool {
+/// Whether `state` is one the harness may find `ack`'s order in at `now_ms`:
+/// the state it drove the order to, or `expired` once the reservation ran
+/// out (by the acknowledgement's or the server's `order`'s expiry time) if
+/// the order could still have been reserved then.
+pub(super) fn state_as_driven(
+    ack: &Ack,
+    order: Option<&OrderDoc>,
+    state: &str,
+    now_ms: u64,
+) -> bool {
+    let expired_ok = state == "expired" && expiry_passed(ack, order, now_ms);
+    match ack.expected {
+        Expected::Reserved => state == "reserved" || expired_ok,
+        Expected::Paid => state == "paid",
+        Expected::Cancelled => state == "cancelled",
+        Expected::Expired => state == "expired",
+        Expected::ReservedOr(Action::Pay) => matches!(state, "reserved" | "paid") || expired_ok,
+        Expected::ReservedOr(Action::Cancel) => {
+            matches!(state, "reserved" | "cancelled") || expired_ok
+        }
+        Expected::ReservedOr(Action::Keep) => state == "reserved" || expired_ok,
+    }
+}
+
+fn expiry_passed(ack: &Ack, order: Option<&OrderDoc>, now_ms: u64) -> bool {
     let at = order.map_or(ack.expires_at_ms, |o| {
         o.expires_at_ms.max(ack.expires_at_ms)
     });

@@ -12,9 +12,9 @@ use crate::stats::OpKind;
 use crate::workload::{Ack, Action, Expected, SkuInfo, Tally};
 
 const STOCK: u64 = 10;
-const NOW_MS: u64 = 1_000_000;
+pub(super) const NOW_MS: u64 = 1_000_000;
 
-fn sale(remaining: u64, reserved: u64, paid: u64) -> SaleDoc {
+pub(super) fn sale(remaining: u64, reserved: u64, paid: u64) -> SaleDoc {
     SaleDoc {
         sku: "hot".into(),
         stock: STOCK,
@@ -27,7 +27,7 @@ fn sale(remaining: u64, reserved: u64, paid: u64) -> SaleDoc {
     }
 }
 
-fn ack(n: u64, expected: Expected) -> Ack {
+pub(super) fn ack(n: u64, expected: Expected) -> Ack {
     Ack {
         order_id: format!("o{n}"),
         sku: 0,
@@ -40,7 +40,7 @@ fn ack(n: u64, expected: Expected) -> Ack {
     }
 }
 
-fn found(a: &Ack, state: &str) -> OrderLookup {
+pub(super) fn found(a: &Ack, state: &str) -> OrderLookup {
     OrderLookup::Found(OrderDoc {
         order_id: a.order_id.clone(),
         sku: "hot".into(),
@@ -52,20 +52,20 @@ fn found(a: &Ack, state: &str) -> OrderLookup {
 }
 
 /// The owned data an [`Evidence`] borrows.
-struct EvidenceFixture {
-    skus: Vec<SkuInfo>,
-    acks: Vec<Ack>,
-    lookups: Vec<OrderLookup>,
+pub(super) struct EvidenceFixture {
+    pub(super) skus: Vec<SkuInfo>,
+    pub(super) acks: Vec<Ack>,
+    pub(super) lookups: Vec<OrderLookup>,
     tally: Tally,
     after_rush: Vec<SaleDoc>,
     after_rush_ms: u64,
-    final_sales: Vec<SaleDoc>,
+    pub(super) final_sales: Vec<SaleDoc>,
     all_users_served: bool,
 }
 
 /// A correct run: 12 users want one unit each of a stock of 10, so 10 are
 /// admitted and the hot SKU sells out; order 1 is then paid.
-fn clean() -> EvidenceFixture {
+pub(super) fn clean() -> EvidenceFixture {
     let mut acks: Vec<Ack> = (1..=10).map(|n| ack(n, Expected::Reserved)).collect();
     acks[0].action = Action::Pay;
     acks[0].expected = Expected::Paid;
