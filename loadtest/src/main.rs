@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use loadtest::ceiling::{self, CeilingOptions};
-use loadtest::pgverify::PgTarget;
+use loadtest::pgverify::PgDatabase;
 use loadtest::spawn::{self, SpawnOptions};
 use loadtest::{html, report, RunOptions, Scenario};
 use std::path::{Path, PathBuf};
@@ -239,7 +239,11 @@ async fn real_main(args: Args) -> Result<ExitCode> {
     }
 
     let scenario = args.scenario()?;
-    let postgres = args.postgres.as_deref().map(PgTarget::parse).transpose()?;
+    let postgres = args
+        .postgres
+        .as_deref()
+        .map(PgDatabase::parse)
+        .transpose()?;
     let admin_token = match (&args.admin_token, args.spawn) {
         (Some(token), _) => token.clone(),
         (None, true) => random_token(),

@@ -14,7 +14,7 @@
 
 use crate::api::{self, OrderLookup, SaleDoc};
 use crate::client::ClientConn;
-use crate::verify::{self, Check, ExportEvidence, OrderRow, SaleRow};
+use crate::verify::{self, Check, ExportEvidence, ExportedOrder, ExportedSale};
 use crate::workload::{Ack, Ctx};
 use anyhow::{bail, Context, Result};
 use hyper::Method;
@@ -44,28 +44,28 @@ const SALES_QUERY: &str = "SELECT sku, stock, remaining, reserved, paid FROM fla
 
 /// The database `--postgres` names. Its `Debug` shows no password.
 #[derive(Clone)]
-pub struct PgTarget {
+pub struct PgDatabase {
     config: tokio_postgres::Config,
     url: String,
 }
 
-impl std::fmt::Debug for PgTarget {
+impl std::fmt::Debug for PgDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PgTarget({})", self.describe())
+        write!(f, "PgDatabase({})", self.describe())
     }
 }
 
-impl PgTarget {
+impl PgDatabase {
     /// Parses a libpq-style URL or key=value string; the error does not
     /// repeat it.
-    pub fn parse(url: &str) -> Result<PgTarget> {
+    pub fn parse(url: &str) -> Result<PgDatabase> {
         let config: tokio_postgres::Config = url
             .parse()
             .context("--postgres is not a valid PostgreSQL connection URL")?;
         if config.get_hosts().is_empty() {
             bail!("--postgres names no host");
         }
-        Ok(PgTarget {
+        Ok(PgDatabase {
             config,
             url: url.to_string(),
         })
@@ -110,8 +110,8 @@ struct Reading {
     export: ExportReading,
     log_records: u64,
     sales: Vec<SaleDoc>,
-    orders: Vec<OrderRow>,
-    sale_rows: Vec<SaleRow>,
+    orders: Vec<ExportedOrder>,
+    sale_rows: Vec<ExportedSale>,
     read_ms: u64,
     waited: Duration,
     /// Whether the log stood still from before the sales were read until
@@ -126,7 +126,7 @@ pub async fn verify_export(
     ctx: &Ctx,
     acks: &[Ack],
     lookups: &[OrderLookup],
-    pg: &PgTarget,
+    pg: &PgDatabase,
 ) -> Vec<Check> {
     let started = Instant::now();
     let r = match read_consistent(ctx, pg, started).await {
@@ -157,7 +157,7 @@ pub async fn verify_export(
 
 /// "export_caught_up": the relay reached the log's end and the rows were
 /// read there.
-fn caught_up_check(r: &Reading, pg: &PgTarget) -> Check {
+fn caught_up_check(r: &Reading, pg: &PgDatabase) -> Check {
     let e = &r.export;
     Check {
         name: "export_caught_up",
@@ -180,7 +180,7 @@ fn caught_up_check(r: &Reading, pg: &PgTarget) -> Check {
 }
 
 /// Takes readings until the log stood still across one, or attempts run out.
-async fn read_consistent(ctx: &Ctx, pg: &PgTarget, started: Instant) -> Result<Reading> {
+async fn read_consistent(ctx: &Ctx, pg: &PgDatabase, started: Instant) -> Result<Reading> {
     let mut conn = ClientConn::new(
         ctx.target.clone(),
         Duration::from_millis(ctx.scenario.timeout_ms),
@@ -286,7 +286,7 @@ async fn admin_get(
 }
 
 /// Every row of the two tables, over one connection.
-async fn read_rows(pg: &PgTarget) -> Result<(Vec<OrderRow>, Vec<SaleRow>)> {
+async fn read_rows(pg: &PgDatabase) -> Result<(Vec<ExportedOrder>, Vec<ExportedSale>)> {
     let read = async {
         let (client, connection) = pg
             .config
@@ -306,7 +306,7 @@ async fn read_rows(pg: &PgTarget) -> Result<(Vec<OrderRow>, Vec<SaleRow>)> {
         let orders = orders
             .iter()
             .map(|r| {
-                Ok(OrderRow {
+                Ok(ExportedOrder {
                     order_id: r.try_get(0)?,
                     sku: r.try_get(1)?,
                     user_id: r.try_get(2)?,
@@ -319,7 +319,7 @@ async fn read_rows(pg: &PgTarget) -> Result<(Vec<OrderRow>, Vec<SaleRow>)> {
         let sales = sales
             .iter()
             .map(|r| {
-                Ok(SaleRow {
+                Ok(ExportedSale {
                     sku: r.try_get(0)?,
                     stock: r.try_get(1)?,
                     remaining: r.try_get(2)?,
@@ -374,10 +374,10 @@ mod tests {
 
     #[test]
     fn the_url_is_never_shown() {
-        let pg = PgTarget::parse("postgres://flash:s3cret@db.example:6543/orders").unwrap();
+        let pg = PgDatabase::parse("postgres://flash:s3cret@db.example:6543/orders").unwrap();
         assert_eq!(pg.describe(), "db.example:6543/orders");
         assert!(!format!("{pg:?}").contains("s3cret"));
-        let err = PgTarget::parse("postgres://flash:s3cret@db.example:notaport/x").unwrap_err();
+        let err = PgDatabase::parse("postgres://flash:s3cret@db.example:notaport/x").unwrap_err();
         assert!(!format!("{err:#}").contains("s3cret"), "{err:#}");
     }
 

@@ -4,7 +4,7 @@
 use crate::api::{self, SaleDoc};
 use crate::assemble::{build_report, phase, Built};
 use crate::client::{self, ClientConn, Target};
-use crate::pgverify::{self, PgTarget};
+use crate::pgverify::{self, PgDatabase};
 use crate::progress::progress_bar;
 use crate::report::{Report, SkuReport};
 use crate::scenario::Scenario;
@@ -28,7 +28,7 @@ pub struct RunOptions {
     pub quiet: bool,
     /// The database the server exports to: after the run, wait for the
     /// export to catch up and check it (see [`crate::pgverify`]).
-    pub postgres: Option<PgTarget>,
+    pub postgres: Option<PgDatabase>,
 }
 
 /// A seed from the clock, for runs that don't pin one.
@@ -252,7 +252,7 @@ async fn judge_run(
     after_rush: &[SaleDoc],
     after_rush_ms: u64,
     final_sales: &[SaleDoc],
-    postgres: Option<&PgTarget>,
+    postgres: Option<&PgDatabase>,
 ) -> verify::Verdict {
     let lookups = verify::lookup_orders(ctx, &settled.acks).await;
     let now_ms = api::now_ms();

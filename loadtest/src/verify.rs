@@ -23,7 +23,7 @@ mod tests;
 mod tests_exported;
 
 pub use evidence::Evidence;
-pub use exported::{judge_export, ExportEvidence, OrderRow, SaleRow};
+pub use exported::{judge_export, ExportEvidence, ExportedOrder, ExportedSale};
 pub use outcome::{Check, Verdict};
 
 use crate::api::{self, OrderLookup, SaleDoc};

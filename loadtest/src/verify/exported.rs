@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One row of `flashsale_orders`, with the columns the checks compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderRow {
+pub struct ExportedOrder {
     pub order_id: String,
     pub sku: String,
     pub user_id: String,
@@ -22,7 +22,7 @@ pub struct OrderRow {
 
 /// One row of `flashsale_sales`, with the counters the checks compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaleRow {
+pub struct ExportedSale {
     pub sku: String,
     pub stock: i64,
     pub remaining: i64,
@@ -36,8 +36,8 @@ pub struct ExportEvidence<'a> {
     pub acks: &'a [Ack],
     /// The server's view of each ack, as the run's verification read it.
     pub lookups: &'a [OrderLookup],
-    pub order_rows: &'a [OrderRow],
-    pub sale_rows: &'a [SaleRow],
+    pub order_rows: &'a [ExportedOrder],
+    pub sale_rows: &'a [ExportedSale],
     /// Each run SKU's sale as the server reported it at the log position
     /// the rows were read at.
     pub server_sales: &'a [SaleDoc],
@@ -54,7 +54,7 @@ pub struct ExportEvidence<'a> {
 impl ExportEvidence<'_> {
     /// The order rows by id; a repeated id (which the primary key forbids)
     /// keeps its first row and is reported by `export_orders_present`.
-    fn orders_by_id(&self) -> HashMap<&str, &OrderRow> {
+    fn orders_by_id(&self) -> HashMap<&str, &ExportedOrder> {
         let mut by_id = HashMap::with_capacity(self.order_rows.len());
         for r in self.order_rows {
             by_id.entry(r.order_id.as_str()).or_insert(r);
@@ -166,7 +166,8 @@ pub(super) fn check_exported_order_states(ev: &ExportEvidence<'_>) -> Check {
 /// stock, remaining, reserved and paid the server reports.
 pub(super) fn check_exported_sales_match_server(ev: &ExportEvidence<'_>) -> Check {
     let mut p = Problems::new();
-    let rows: HashMap<&str, &SaleRow> = ev.sale_rows.iter().map(|r| (r.sku.as_str(), r)).collect();
+    let rows: HashMap<&str, &ExportedSale> =
+        ev.sale_rows.iter().map(|r| (r.sku.as_str(), r)).collect();
     for s in ev.server_sales {
         let Some(r) = rows.get(s.sku.as_str()) else {
             p.add(|| format!("{}: no row in flashsale_sales", s.sku));
@@ -280,6 +281,6 @@ pub(super) fn check_no_other_rows(ev: &ExportEvidence<'_>) -> Check {
     )
 }
 
-fn same_order(r: &OrderRow, o: &OrderDoc) -> bool {
+fn same_order(r: &ExportedOrder, o: &OrderDoc) -> bool {
     r.sku == o.sku && r.user_id == o.user_id.to_string() && i64::from(r.qty) == i64::from(o.qty)
 }

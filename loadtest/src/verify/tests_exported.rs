@@ -12,15 +12,15 @@ use crate::workload::{Ack, Expected};
 /// The owned data an [`ExportEvidence`] borrows, over a clean run.
 struct Exported {
     run: EvidenceFixture,
-    order_rows: Vec<OrderRow>,
-    sale_rows: Vec<SaleRow>,
+    order_rows: Vec<ExportedOrder>,
+    sale_rows: Vec<ExportedSale>,
     server_sales: Vec<SaleDoc>,
     other_orders: Vec<(String, OrderLookup)>,
     other_sales: Vec<(String, bool)>,
 }
 
-fn row(a: &Ack, state: &str) -> OrderRow {
-    OrderRow {
+fn row(a: &Ack, state: &str) -> ExportedOrder {
+    ExportedOrder {
         order_id: a.order_id.clone(),
         sku: "hot".into(),
         user_id: a.user_id.to_string(),
@@ -42,7 +42,7 @@ fn exported() -> Exported {
         .collect();
     let server_sales = run.final_sales.clone();
     let s = &server_sales[0];
-    let sale_rows = vec![SaleRow {
+    let sale_rows = vec![ExportedSale {
         sku: s.sku.clone(),
         stock: s.stock as i64,
         remaining: s.remaining as i64,
@@ -82,7 +82,7 @@ impl Exported {
             .collect()
     }
 
-    fn row_mut(&mut self, n: usize) -> &mut OrderRow {
+    fn row_mut(&mut self, n: usize) -> &mut ExportedOrder {
         &mut self.order_rows[n]
     }
 }
