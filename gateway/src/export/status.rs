@@ -103,54 +103,21 @@ impl ExportStatus {
     /// The Prometheus text of the export's metrics.
     pub fn render(&self, out: &mut String, now_ms: u64) {
         let s = self.snapshot(now_ms);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let metrics: [(&str, &str, &str, String); 7] = [
+            ("flashsale_export_up", "gauge", "1 while the export to PostgreSQL works.", u8::from(s.up).to_string()),
+            ("flashsale_export_lsn", "gauge", "Last log record exported (committed in PostgreSQL).", s.lsn.to_string()),
+            ("flashsale_export_lag_records", "gauge", "Durable log records not exported yet.", s.lag_records.to_string()),
+            ("flashsale_export_lag_seconds", "gauge", "Time since the export was last caught up with the log (0 when it is).", s.lag_seconds.to_string()),
+            ("flashsale_export_rows_total", "counter", "Rows the export wrote.", s.rows_total.to_string()),
+            ("flashsale_export_errors_total", "counter", "Failed export attempts (connections, statements, the log).", s.errors_total.to_string()),
+            ("flashsale_export_refused_purchases_total", "counter", "Purchases refused with 503 because the unexported log passed export.max_lag_bytes.", s.refused_purchases_total.to_string()),
+        ];
+        for (name, kind, help, value) in metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        };
-        metric(
-            "flashsale_export_up",
-            "gauge",
-            "1 while the export to PostgreSQL works.",
-            u8::from(s.up).to_string(),
-        );
-        metric(
-            "flashsale_export_lsn",
-            "gauge",
-            "Last log record exported (committed in PostgreSQL).",
-            s.lsn.to_string(),
-        );
-        metric(
-            "flashsale_export_lag_records",
-            "gauge",
-            "Durable log records not exported yet.",
-            s.lag_records.to_string(),
-        );
-        metric(
-            "flashsale_export_lag_seconds",
-            "gauge",
-            "Time since the export was last caught up with the log (0 when it is).",
-            s.lag_seconds.to_string(),
-        );
-        metric(
-            "flashsale_export_rows_total",
-            "counter",
-            "Rows the export wrote.",
-            s.rows_total.to_string(),
-        );
-        metric(
-            "flashsale_export_errors_total",
-            "counter",
-            "Failed export attempts (connections, statements, the log).",
-            s.errors_total.to_string(),
-        );
-        metric(
-            "flashsale_export_refused_purchases_total",
-            "counter",
-            "Purchases refused with 503 because the unexported log passed export.max_lag_bytes.",
-            s.refused_purchases_total.to_string(),
-        );
+        }
         let name = "flashsale_export_batch_seconds";
         let _ = writeln!(
             out,
