@@ -222,6 +222,16 @@ async fn export_survives_postgres_and_flashsale_crashes() {
         "admissions failed while PostgreSQL was down"
     );
     acknowledged.extend(during);
+    // The outage shows: the export is down and its lag grows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = export_state(&mut c).await;
+        if state["up"] == false && state["lag_records"].as_u64() > Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "outage not reported: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     settle(&mut c, &acknowledged).await;
     cluster.start_again();
     acknowledged.extend(buy(&mut c, "k9", 120..160).await);

@@ -49,6 +49,14 @@ pub enum RelaySource {
 }
 
 impl RelaySource {
+    /// Tells `status` where the log's durable end is, so the lag shows
+    /// while the export is down too (a directory's end is unknown).
+    fn note_log_end(&self, status: &ExportStatus) {
+        if let RelaySource::Live { wal, .. } = self {
+            status.log_at(wal.durable_lsn(), unix_ms());
+        }
+    }
+
     fn up_to(&self) -> u64 {
         match self {
             RelaySource::Live { wal, .. } => wal.durable_lsn(),
@@ -165,6 +173,7 @@ pub async fn run(
             Err(err) => {
                 status.error();
                 status.set_up(false);
+                source.note_log_end(status);
                 health.down(&err);
                 if !pause(&mut stop, &mut backoff).await {
                     return Ok(());
@@ -292,6 +301,7 @@ impl Session<'_> {
                 Err(err) => {
                     self.status.error();
                     self.status.set_up(false);
+                    self.source.note_log_end(self.status);
                     health.down(&RelayError::Export(err));
                     if !pause(stop, backoff).await {
                         return false;
