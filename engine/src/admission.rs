@@ -8,13 +8,10 @@ use dashmap::mapref::entry::Entry;
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
 use crate::gate;
-use crate::orders::OrderEntry;
 use crate::sale::SaleEntry;
 use crate::shard::{SkuShard, IDEM_PENDING};
 use crate::sync::Ordering;
-use crate::types::{
-    validate_sku, Admission, OrderId, OrderState, PurchaseOutcome, Rejection, QTY_MAX,
-};
+use crate::types::{validate_sku, Admission, OrderId, PurchaseOutcome, Rejection, QTY_MAX};
 
 impl Engine {
     /// Decides one purchase.
@@ -140,17 +137,8 @@ impl Engine {
         }
         // The order becomes visible only after its event is queued, so any
         // later pay, cancel or expiry of it is logged after the admission.
-        let fresh = sale.orders.insert(
-            seq,
-            OrderEntry {
-                user_id,
-                expires_at_ms,
-                qty,
-                state: OrderState::Reserved,
-            },
-        );
+        let fresh = sale.insert_reserved(seq, user_id, qty, expires_at_ms);
         assert!(fresh, "order sequence {seq} issued twice");
-        sale.order_count.fetch_add(1, Ordering::Relaxed);
         shard.expiry_incoming.push((expires_at_ms, order_id.0));
         PurchaseOutcome::Admitted(Admission {
             order_id,

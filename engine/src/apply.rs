@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::event::Event;
 use crate::gate;
-use crate::orders::{OrderEntry, OrderGuard};
+use crate::orders::OrderGuard;
 use crate::sale::SaleEntry;
 use crate::sale::SaleStatus;
 use crate::shard::SkuShard;
@@ -174,17 +174,8 @@ impl Engine {
             return Err(ApplyError::Invalid("admission exceeds the user's limit"));
         }
         sale.next_seq.fetch_max(id.seq() + 1, Ordering::AcqRel);
-        let fresh = sale.orders.insert(
-            id.seq(),
-            OrderEntry {
-                user_id,
-                expires_at_ms,
-                qty,
-                state: OrderState::Reserved,
-            },
-        );
+        let fresh = sale.insert_reserved(id.seq(), user_id, qty, expires_at_ms);
         assert!(fresh, "checked vacant above; apply runs on one thread");
-        sale.order_count.fetch_add(1, Ordering::Relaxed);
         shard.expiry_incoming.push((expires_at_ms, order_id));
         Ok(())
     }

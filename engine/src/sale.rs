@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::event::Event;
 use crate::orders::{OrderEntry, OrderTable};
 use crate::sync::{AtomicU64, Ordering};
-use crate::types::{Rejection, SalePhase, SaleSpec, SaleView};
+use crate::types::{OrderState, Rejection, SalePhase, SaleSpec, SaleView};
 
 /// What an operator last set on a sale. Stored as its byte in
 /// [`SaleEntry::status`] so the purchase gate reads it with one load; the
@@ -93,6 +93,30 @@ pub(crate) struct SaleEntry {
 }
 
 impl SaleEntry {
+    /// Records a new reserved order at `seq` and counts it; false (and
+    /// nothing counted) if `seq` is taken. Admission and replay both make
+    /// orders this way.
+    #[inline]
+    pub(crate) fn insert_reserved(
+        &self,
+        seq: u64,
+        user_id: u64,
+        qty: u32,
+        expires_at_ms: u64,
+    ) -> bool {
+        let order = OrderEntry {
+            user_id,
+            expires_at_ms,
+            qty,
+            state: OrderState::Reserved,
+        };
+        let fresh = self.orders.insert(seq, order);
+        if fresh {
+            self.order_count.fetch_add(1, Ordering::Relaxed);
+        }
+        fresh
+    }
+
     /// A new open sale with all of `spec.stock` remaining and no orders.
     pub(crate) fn new(ordinal: u32, shard: u32, spec: &SaleSpec) -> SaleEntry {
         SaleEntry {

@@ -138,13 +138,16 @@ impl App {
         }
     }
 
-    /// Whether purchases are refused now because the log the export has
-    /// not written passed `export.max_lag_bytes`: one atomic load when the
-    /// export is on, none when it is off.
+    /// Whether purchases are refused now because the log kept on disk
+    /// passed `export.max_lag_bytes` while the export is behind it (a
+    /// caught-up export holds nothing back: the next snapshot frees the
+    /// space). One atomic load when the export is on, none when it is off;
+    /// two more only past the limit.
     #[inline]
     pub fn export_lagging(&self, core: &Core) -> bool {
         self.export_max_lag_bytes != u64::MAX
             && core.wal.retained_bytes() > self.export_max_lag_bytes
+            && self.export.lsn() < core.wal.durable_lsn()
     }
 
     /// Logs each change of [`App::export_lagging`] (from the ticker, so

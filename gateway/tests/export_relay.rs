@@ -341,3 +341,46 @@ fn export_refuses_a_bad_url_naming_the_setting() {
     assert!(err.contains("export.postgres_url"), "{err}");
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+/// Past `export.max_lag_bytes` of log on disk with the export behind (here
+/// it can never connect), purchases get 503 with Retry-After, are counted,
+/// and the gauge says why; admin routes still work. Under the limit the
+/// same dead export refuses nothing. No PostgreSQL needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purchases_are_refused_past_max_lag_bytes() {
+    // Nothing listens on port 1: the export stays down and behind.
+    let dead = "postgres://u@127.0.0.1:1/db".to_string();
+    for (max_lag_bytes, refused) in [(4u64 << 30, false), (1 << 20, true)] {
+        let url = dead.clone();
+        let mut s = TestServer::start_with(|c| {
+            c.export.postgres_url = Some(url);
+            c.export.max_lag_bytes = max_lag_bytes;
+        })
+        .await;
+        let mut c = s.conn().await;
+        // A new segment preallocates 1 MiB, so the log on disk is already
+        // past the smallest limit.
+        let r = c.create_sale(r#"{"sku":"lag","stock":10}"#).await;
+        assert_eq!(r.status, 201);
+        let r = c.post("/v1/sales/lag/purchase", r#"{"user_id":1}"#).await;
+        if refused {
+            assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
+            assert_eq!(r.header("retry-after"), Some("1"));
+            let state = export_state(&mut c).await;
+            assert_eq!(state["refused_purchases_total"], 1, "{state}");
+            assert_eq!(state["up"], false, "{state}");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).unwrap();
+                if m.contains("flashsale_export_over_max_lag 1\n") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "gauge never set:\n{m}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            assert_eq!(r.status, 201, "{:?}", r.body);
+        }
+        s.shutdown().await.unwrap();
+    }
+}

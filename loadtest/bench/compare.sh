@@ -15,6 +15,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+# wait_http (and the other bench helpers; those this script defines below
+# take precedence).
+. "$ROOT/scripts/bench/lib.sh"
 FLASHSALE_BIN=${1:-${FLASHSALE_BIN:-}}
 DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-256}
@@ -43,15 +46,6 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-wait_http() { # url, seconds
-  for _ in $(seq 1 $(( $2 * 10 ))); do
-    curl -fs -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  return 1
-}
 
 echo "== machine: $(nproc) cores, $(uname -r); $(date -u +%FT%TZ); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 # CPU time of each client, so its cost per request can be compared even when

@@ -44,6 +44,11 @@ impl ExportStatus {
         self.up.store(up, Ordering::Relaxed);
     }
 
+    /// The cursor last committed in (or read from) PostgreSQL.
+    pub fn lsn(&self) -> u64 {
+        self.lsn.load(Ordering::Relaxed)
+    }
+
     /// The database's cursor moved to `lsn` (or was read as `lsn`).
     pub fn exported(&self, lsn: u64) {
         self.lsn.fetch_max(lsn, Ordering::Relaxed);
