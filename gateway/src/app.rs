@@ -131,6 +131,7 @@ impl App {
             wal_dir: self.config.wal.dir.clone(),
             engine: self.config.engine,
             batch_records: export.batch_records as usize,
+            lanes: export.connections as usize,
         };
         match ExportRelay::start(wal, options, self.export.clone()) {
             Ok(relay) => *self.export_relay.lock() = Some(relay),

@@ -232,6 +232,7 @@ fn export(config_path: &Path, wal_dir: PathBuf, postgres: Option<String>, once: 
         wal_dir,
         engine: config.engine,
         batch_records: config.export.batch_records as usize,
+        lanes: config.export.connections as usize,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,8 @@
 //! `pg/mod.rs`): the schema and its version, rows equal to the engine's
 //! views, exactly-once under replays, older batches, snapshots, a failing
 //! cursor, a killed backend, a restarted server and a statement timeout,
-//! and the errors a bad setting gives.
+//! lanes and a change of their number, a new order another writer got in
+//! first with, and the errors a bad setting gives.
 //!
 //! The batches are synthetic: a real engine driven through purchases,
 //! payments, cancellations and expiries, its events recorded with LSNs
@@ -15,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::{Engine, EngineConfig, Event, OrderId, OrderState, PurchaseOutcome, SaleSpec};
 use gateway::export::{
-    BatchRows, BatchSource, ExportBatch, ExportError, ExportOptions, ExportReplica, PgExporter,
-    SCHEMA_VERSION,
+    lane_stream, BatchRows, BatchSource, ExportBatch, ExportError, ExportOptions, ExportReplica,
+    PgExporter, SCHEMA_VERSION,
 };
 use pg::PgCluster;
 use tokio_postgres::{Client, NoTls};
@@ -922,4 +923,123 @@ async fn bad_settings_name_the_setting_and_never_the_password() {
     opts.table_prefix = "Bad-Prefix".into();
     let err = PgExporter::connect(opts).await.err().unwrap();
     assert!(err.to_string().contains("export.table_prefix"), "{err}");
+}
+
+/// The lanes' cursor rows, by stream name.
+async fn lane_cursor_rows(client: &Client) -> BTreeMap<String, i64> {
+    let sql = "SELECT stream, lsn FROM flashsale_export_cursor";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// Writes `rows` over `lanes`, as the relay does: each lane its share,
+/// on its own connection, under its own cursor.
+async fn write_over_lanes(lanes: &mut [PgExporter], rows: BatchRows) {
+    let n = lanes.len();
+    for (k, (exporter, part)) in lanes.iter_mut().zip(rows.split_lanes(n)).enumerate() {
+        exporter
+            .write_batch(&lane_stream(STREAM, k), &part)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn lanes_share_the_rows_and_a_new_layout_resumes_from_the_slowest_lane() {
+    let cluster = cluster!();
+    let d = driven(21, 2_000);
+    let admin = admin(&cluster).await;
+    let mut replica = ExportReplica::new(EngineConfig::with_shards(2));
+    let batches = log_batches(&mut replica, &d.events, &[150]);
+    let (first, rest) = batches.split_at(batches.len() / 2);
+
+    // Two lanes write the first half; then lane 0 alone writes one more
+    // batch (a crash between the lanes' commits).
+    let mut two = vec![connect(&cluster).await, connect(&cluster).await];
+    assert_eq!(two[0].lane_cursors(STREAM, 2).await.unwrap(), vec![0, 0]);
+    for rows in first {
+        write_over_lanes(&mut two, rows.clone()).await;
+    }
+    let behind = first.last().unwrap().last_lsn;
+    let part0 = rest[0].clone().split_lanes(2).swap_remove(0);
+    two[0].write_batch(STREAM, &part0).await.unwrap();
+    let ahead = rest[0].last_lsn;
+    let lane1 = lane_stream(STREAM, 1);
+    let cursors = lane_cursor_rows(&admin).await;
+    assert_eq!(cursors[STREAM], ahead as i64, "lane 0 moved on");
+    assert_eq!(cursors[&lane1], behind as i64, "lane 1 did not");
+    // The same layout keeps each lane's own cursor.
+    let cursors = two[0].lane_cursors(STREAM, 2).await.unwrap();
+    assert_eq!(cursors, vec![ahead, behind]);
+
+    // Three lanes: orders move between lanes, so every lane starts from
+    // the slowest one, and the stored rows become exactly the three.
+    let mut three = vec![
+        connect(&cluster).await,
+        connect(&cluster).await,
+        connect(&cluster).await,
+    ];
+    assert_eq!(
+        three[0].lane_cursors(STREAM, 3).await.unwrap(),
+        vec![behind; 3]
+    );
+    let names: Vec<String> = lane_cursor_rows(&admin).await.into_keys().collect();
+    assert_eq!(
+        names,
+        vec![STREAM.to_string(), lane1, lane_stream(STREAM, 2)]
+    );
+    // The relay writes again from after the slowest lane: lane 0's batch
+    // a second time included, which changes none of its rows.
+    for rows in rest {
+        write_over_lanes(&mut three, rows.clone()).await;
+    }
+    assert_tables_equal(&admin, "flashsale_", &d, true).await;
+
+    // Back to one lane: one cursor row, at the end.
+    let mut one = connect(&cluster).await;
+    assert_eq!(
+        one.lane_cursors(STREAM, 1).await.unwrap(),
+        vec![d.last_lsn()]
+    );
+    let cursors = lane_cursor_rows(&admin).await;
+    assert_eq!(cursors.len(), 1, "{cursors:?}");
+    assert_eq!(
+        table_cursor(&admin, "flashsale_").await,
+        Some(d.last_lsn() as i64)
+    );
+    for rows in &batches {
+        let report = one.write_batch(STREAM, rows).await.unwrap();
+        assert_eq!((report.orders_changed, report.sales_changed), (0, 0));
+    }
+    assert_tables_equal(&admin, "flashsale_", &d, true).await;
+}
+
+#[tokio::test]
+async fn a_new_order_another_writer_got_in_first_is_upserted_on_the_retry() {
+    let cluster = cluster!();
+    let d = driven(5, 1_200);
+    let admin = admin(&cluster).await;
+    let mut replica = ExportReplica::new(EngineConfig::with_shards(2));
+    let batches = log_batches(&mut replica, &d.events, &[100]);
+    let mut ours = connect(&cluster).await;
+    let mut other = connect(&cluster).await;
+    ours.write_batch(STREAM, &batches[0]).await.unwrap();
+    // Another exporter writes the next batch behind our back: `ours`
+    // still believes its new orders have no rows, and inserts them as new.
+    other.write_batch(STREAM, &batches[1]).await.unwrap();
+    assert!(
+        batches[1].orders.iter().any(|r| r.admitted_lsn.is_some()),
+        "the batch admits orders"
+    );
+    let err = ours.write_batch(STREAM, &batches[1]).await.unwrap_err();
+    assert!(err.is_transient(), "a unique violation is retried: {err}");
+    assert!(err.to_string().contains("23505"), "{err}");
+    // The retry asks the database again and upserts: nothing changes.
+    let report = ours.write_batch(STREAM, &batches[1]).await.unwrap();
+    assert_eq!((report.orders_changed, report.sales_changed), (0, 0));
+    assert!(!report.cursor_advanced);
+    for rows in &batches[2..] {
+        ours.write_batch(STREAM, rows).await.unwrap();
+    }
+    assert_tables_equal(&admin, "flashsale_", &d, true).await;
 }

@@ -284,17 +284,18 @@ async fn export_once_of_a_stopped_directory() {
     drop(c);
     assert_eq!(server.terminate(), 0);
 
-    let run = || {
+    let run = |lanes: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_flashsale"))
             .args(["export", "--once", "--wal-dir"])
             .arg(dir.path().join("wal"))
             .arg("--config")
             .arg(&config)
             .env("FLASHSALE_EXPORT_POSTGRES_URL", &url)
+            .env("FLASHSALE_EXPORT_CONNECTIONS", lanes)
             .output()
             .unwrap()
     };
-    let first = run();
+    let first = run("2");
     assert!(
         first.status.success(),
         "{}",
@@ -311,11 +312,19 @@ async fn export_once_of_a_stopped_directory() {
             sale["paid"].as_i64().unwrap()
         )
     );
-    let second = run();
-    assert!(second.status.success());
-    let out = String::from_utf8_lossy(&second.stdout);
-    assert!(out.contains("(0 rows written)"), "{out}");
-    assert_eq!(db_orders(&url).await, orders);
+    // Again, with the same lanes, then with more and with fewer: the
+    // lanes' cursors are all at the end, so nothing is written.
+    for lanes in ["2", "3", "1"] {
+        let again = run(lanes);
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        let out = String::from_utf8_lossy(&again.stdout);
+        assert!(out.contains("(0 rows written)"), "{lanes} lanes: {out}");
+        assert_eq!(db_orders(&url).await, orders);
+    }
 }
 
 /// A bad URL stops `flashsale export` at once with the setting's name and

@@ -21,7 +21,7 @@ use persistence::{FsyncMode, WalConfig};
 
 use super::types::Config;
 use crate::export::{
-    TablePrefix, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
+    TablePrefix, LANES_MAX, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
 };
 
 /// Largest request body a config may allow; bodies are small JSON objects.
@@ -519,6 +519,20 @@ pub static KEYS: &[ConfigKey] = &[
             zero_allowed: false,
             set: |c, v| c.export.batch_records = narrow(v),
             get: |c| u64::from(c.export.batch_records),
+        },
+    },
+    ConfigKey {
+        section: "export",
+        name: "connections",
+        doc: "Connections the export writes over side by side, each with its share of the orders.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 2,
+            min: 1,
+            max: LANES_MAX as u64,
+            zero_allowed: false,
+            set: |c, v| c.export.connections = narrow(v),
+            get: |c| u64::from(c.export.connections),
         },
     },
     ConfigKey {

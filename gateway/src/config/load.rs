@@ -99,6 +99,7 @@ pub(super) fn placeholder() -> Config {
             table_prefix: String::new(),
             max_lag_bytes: 0,
             batch_records: 0,
+            connections: 0,
             statement_timeout: Duration::ZERO,
         },
     }

@@ -363,6 +363,7 @@ fn every_typed_field_is_filled_by_a_key() {
             table_prefix: "other_".into(),
             max_lag_bytes: 7,
             batch_records: 7,
+            connections: 7,
             statement_timeout: Duration::from_secs(7),
         },
     };

@@ -61,6 +61,8 @@ pub struct ExportConfig {
     pub max_lag_bytes: u64,
     /// Most events one batch (one transaction) carries.
     pub batch_records: u32,
+    /// Connections (lanes) the export writes over side by side.
+    pub connections: u32,
     /// Longest one statement may run before PostgreSQL cancels it.
     pub statement_timeout: Duration,
 }
@@ -76,6 +78,7 @@ impl std::fmt::Debug for ExportConfig {
             .field("table_prefix", &self.table_prefix)
             .field("max_lag_bytes", &self.max_lag_bytes)
             .field("batch_records", &self.batch_records)
+            .field("connections", &self.connections)
             .field("statement_timeout", &self.statement_timeout)
             .finish()
     }

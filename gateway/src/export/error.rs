@@ -136,11 +136,16 @@ impl ExportError {
     }
 }
 
-/// Serialization failures, deadlocks, lack of resources and the server
-/// going away are worth a retry; any other SQLSTATE needs a change.
+/// Serialization failures, deadlocks, a unique violation, lack of
+/// resources and the server going away are worth a retry; any other
+/// SQLSTATE needs a change.
 fn transient_sqlstate(code: &str) -> bool {
     code == SqlState::T_R_SERIALIZATION_FAILURE.code()
         || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+        // A row inserted as new met one already there: another writer
+        // got in first. The exporter forgets what it knew of the rows, so
+        // the retry learns it again and upserts.
+        || code == SqlState::UNIQUE_VIOLATION.code()
         || code.starts_with("08") // connection exception
         || code.starts_with("53") // insufficient resources
         || code.starts_with("57P") // operator intervention: shutdown, restart

@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
+use super::copy::FreshAfter;
 use super::error::{error_text, ErrorContext, ExportError, PgTarget};
+use super::lanes::settle_cursors;
 use super::rows::BatchRows;
 use super::schema::{ensure_schema, TablePrefix, TABLE_PREFIX_DEFAULT};
 use super::write::{cursor_from_bigint, write_rows, Statements, WriteReport};
@@ -89,6 +91,12 @@ pub struct PgExporter {
     statement_timeout: Duration,
     connect_timeout: Duration,
     live: Option<Live>,
+    /// What this exporter knows of the order rows' highest LSN: learnt
+    /// from the database before a batch when unknown, moved by each
+    /// commit, forgotten on any failure (a lost commit acknowledgement
+    /// leaves unknown what the database holds, and so does another
+    /// writer, whose rows a fresh insert would then collide with).
+    fresh_after: FreshAfter,
 }
 
 impl PgExporter {
@@ -127,6 +135,7 @@ impl PgExporter {
             statement_timeout: options.statement_timeout,
             connect_timeout: options.connect_timeout,
             live: None,
+            fresh_after: FreshAfter(None),
         };
         exporter.live = Some(exporter.open().await?);
         Ok(exporter)
@@ -163,6 +172,28 @@ impl PgExporter {
         result
     }
 
+    /// The cursors of `lanes` lanes writing `stream` side by side, in lane
+    /// order, after making the stored cursor rows exactly theirs (see
+    /// `lanes`). The relay resumes from the lowest.
+    pub async fn lane_cursors(
+        &mut self,
+        stream: &str,
+        lanes: usize,
+    ) -> Result<Vec<u64>, ExportError> {
+        let mut live = self.take_live().await?;
+        let ctx = self.ctx();
+        let prefix = &self.prefix;
+        let settle = settle_cursors(&mut live.client, prefix, stream, lanes, |what, e| {
+            ctx.classify(what, &e)
+        });
+        let result = match tokio::time::timeout(self.batch_deadline(), settle).await {
+            Err(_) => Err(self.deadline_passed("reading the export cursors")),
+            Ok(result) => result,
+        };
+        self.put_back(live, &result);
+        result
+    }
+
     /// Writes one batch's rows and moves `stream`'s cursor to
     /// `rows.last_lsn`, in one transaction: both or neither. Calling it
     /// again with the same rows, or with older ones, changes nothing, so
@@ -175,22 +206,45 @@ impl PgExporter {
     ) -> Result<WriteReport, ExportError> {
         let mut live = self.take_live().await?;
         let ctx = self.ctx();
+        let known = self.fresh_after;
         let work = async {
+            let fresh_after = match known {
+                FreshAfter(Some(_)) => known,
+                FreshAfter(None) => {
+                    let row = (live
+                        .client
+                        .query_one(&live.statements.max_order_lsn, &[])
+                        .await)
+                        .map_err(|e| ctx.classify("reading the orders' highest LSN", &e))?;
+                    FreshAfter(Some(cursor_from_bigint(row.get(0))?))
+                }
+            };
             let tx = (live.client.transaction().await)
                 .map_err(|e| ctx.classify("beginning a batch", &e))?;
-            let report = write_rows(&tx, &live.statements, stream, rows, |what, e| {
-                ctx.classify(what, &e)
-            })
+            let report = write_rows(
+                &tx,
+                &live.statements,
+                stream,
+                rows,
+                fresh_after,
+                |what, e| ctx.classify(what, &e),
+            )
             .await?;
             tx.commit()
                 .await
                 .map_err(|e| ctx.classify("committing a batch", &e))?;
-            Ok(report)
+            Ok((report, fresh_after))
         };
         let result = match tokio::time::timeout(self.batch_deadline(), work).await {
             Ok(result) => result,
             Err(_) => Err(self.deadline_passed("writing a batch")),
         };
+        self.fresh_after = match &result {
+            // Every row it wrote is at or before the batch's last LSN.
+            Ok((_, FreshAfter(known))) => FreshAfter(known.map(|k| k.max(rows.last_lsn))),
+            Err(_) => FreshAfter(None),
+        };
+        let result = result.map(|(report, _)| report);
         self.put_back(live, &result);
         result
     }

@@ -26,15 +26,24 @@
 //! rows, nothing is skipped. A snapshot's parts leave the cursor behind
 //! until its end, so a relay that dies halfway writes all of it again.
 //!
-//! Files, each depending only on those after it: `exporter` (connection,
-//! retry contract, timeouts), `write` (the batch's statements), `copy`
-//! (order rows by binary COPY), `schema` (tables, prefix, version),
-//! `time` (values in PostgreSQL's types), `rows` (events to rows through the replica engine,
-//! and its memory cost), `error` ([`ExportError`]).
-
+//! **Lanes.** The relay writes each batch over `export.connections`
+//! connections at once, each lane with its share of the orders and a
+//! cursor of its own (see `lanes`), because PostgreSQL runs a statement
+//! on one core.
+//!
+//! Files, each depending only on those after it: `relay` (the session
+//! loop, retries, lanes side by side), `feed` (the tailer and the replica
+//! on their own thread), `exporter` (connection, retry contract,
+//! timeouts), `lanes` (the split and the lanes' cursors), `write` (the
+//! batch's statements), `copy` (order rows by binary COPY, new ones
+//! without a conflict check), `schema` (tables, prefix, version), `time`
+//! (values in PostgreSQL's types), `rows` (events to rows through the
+//! replica engine, and its memory cost), `error` ([`ExportError`]).
 mod copy;
 mod error;
 mod exporter;
+mod feed;
+mod lanes;
 pub mod relay;
 mod rows;
 mod schema;
@@ -44,6 +53,7 @@ mod write;
 
 pub use error::{ExportError, PgTarget};
 pub use exporter::{ExportOptions, PgExporter, CONNECT_TIMEOUT_DEFAULT, STATEMENT_TIMEOUT_DEFAULT};
+pub use lanes::{lane_of, lane_stream, LANES_MAX};
 pub use rows::{BatchRows, BatchSource, ExportBatch, ExportReplica, OrderRow, SaleRow};
 pub use schema::{TablePrefix, SCHEMA_VERSION, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX};
 pub use status::{ExportSnapshot, ExportStatus};

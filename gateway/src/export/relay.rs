@@ -15,17 +15,19 @@
 //! may grow then, and the log keeps what it has not written (a retention
 //! hold), up to `export.max_lag_bytes`.
 
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
+
 use engine::EngineConfig;
-use persistence::{LogTailer, RetentionHold, TailBatch, Wal, WalError};
+use persistence::{RetentionHold, Wal, WalError};
 use tokio::sync::watch;
 
+use super::feed::{Fed, Feed, FeedError, FeedOptions, LogEnd};
 use super::status::ExportStatus;
-use super::{
-    BatchRows, BatchSource, ExportBatch, ExportError, ExportOptions, ExportReplica, PgExporter,
-};
+use super::{lane_stream, BatchRows, ExportError, ExportOptions, PgExporter, LANES_MAX};
 use crate::clock::unix_ms;
 
 /// The cursor's stream name in `<prefix>export_cursor`.
@@ -34,8 +36,6 @@ pub const STREAM: &str = "orders";
 /// First wait after a failure; it doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often a caught-up relay looks for new records.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Where the records come from.
 pub enum RelaySource {
@@ -57,10 +57,10 @@ impl RelaySource {
         }
     }
 
-    fn up_to(&self) -> u64 {
+    fn log_end(&self) -> LogEnd {
         match self {
-            RelaySource::Live { wal, .. } => wal.durable_lsn(),
-            RelaySource::Directory { .. } => u64::MAX,
+            RelaySource::Live { wal, .. } => LogEnd::Live(wal.clone()),
+            RelaySource::Directory { once } => LogEnd::Directory { once: *once },
         }
     }
 }
@@ -73,6 +73,9 @@ pub struct RelayOptions {
     /// For the replica (the server's own engine settings).
     pub engine: EngineConfig,
     pub batch_records: usize,
+    /// Connections written side by side (`export.connections`), each a
+    /// lane with its share of the orders and its own cursor.
+    pub lanes: usize,
 }
 
 /// Why a session ended.
@@ -83,6 +86,10 @@ pub enum RelayError {
     Export(#[from] ExportError),
     #[error("reading the log: {0}")]
     Log(#[from] WalError),
+    #[error("starting the export's feed thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the export's feed thread ended unexpectedly")]
+    FeedLost,
     #[error(
         "the database's cursor ({cursor}) is past the end of this log ({end}): \
          it holds the export of another log (export.postgres_url, export.table_prefix)"
@@ -95,7 +102,8 @@ impl RelayError {
     pub fn is_transient(&self) -> bool {
         match self {
             RelayError::Export(e) => e.is_transient(),
-            RelayError::Log(_) | RelayError::CursorAhead { .. } => false,
+            RelayError::Thread(_) => true,
+            RelayError::Log(_) | RelayError::FeedLost | RelayError::CursorAhead { .. } => false,
         }
     }
 
@@ -104,6 +112,8 @@ impl RelayError {
         match self {
             RelayError::Export(e) => format!("export: {e}"),
             RelayError::Log(e) => format!("log: {e}"),
+            RelayError::Thread(_) => "feed thread".to_string(),
+            RelayError::FeedLost => "feed lost".to_string(),
             RelayError::CursorAhead { .. } => "cursor ahead".to_string(),
         }
     }
@@ -143,11 +153,13 @@ pub async fn run(
     status: &ExportStatus,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
-    let mut health = Health {
+    // Shared by the lanes of a session, which run interleaved on this
+    // task, never at once: a cell each.
+    let health = RefCell::new(Health {
         down: None,
         up: false,
-    };
-    let mut backoff = BACKOFF_MIN;
+    });
+    let backoff = Cell::new(BACKOFF_MIN);
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -157,7 +169,7 @@ pub async fn run(
             options: &options,
             status,
         };
-        match session.run(&mut stop, &mut health, &mut backoff).await {
+        match session.run(&mut stop, &health, &backoff).await {
             Ok(()) => return Ok(()),
             // Refusing a newer schema is for an operator to fix: no retry.
             Err(RelayError::Export(e @ ExportError::SchemaTooNew { .. })) => {
@@ -174,8 +186,8 @@ pub async fn run(
                 status.error();
                 status.set_up(false);
                 source.note_log_end(status);
-                health.down(&err);
-                if !pause(&mut stop, &mut backoff).await {
+                health.borrow_mut().down(&err);
+                if !pause(&mut stop, &backoff).await {
                     return Ok(());
                 }
             }
@@ -184,9 +196,9 @@ pub async fn run(
 }
 
 /// Sleeps the backoff (doubling it for next time); false if `stop` came.
-async fn pause(stop: &mut watch::Receiver<bool>, backoff: &mut Duration) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+async fn pause(stop: &mut watch::Receiver<bool>, backoff: &Cell<Duration>) -> bool {
+    let wait = backoff.get();
+    backoff.set((wait * 2).min(BACKOFF_MAX));
     sleep_or_stop(stop, wait).await
 }
 
@@ -209,116 +221,159 @@ impl Session<'_> {
     async fn run(
         &self,
         stop: &mut watch::Receiver<bool>,
-        health: &mut Health,
-        backoff: &mut Duration,
+        health: &RefCell<Health>,
+        backoff: &Cell<Duration>,
     ) -> Result<(), RelayError> {
-        let mut exporter = PgExporter::connect(self.options.export.clone()).await?;
-        let cursor = exporter.cursor(STREAM).await?;
+        let lanes = self.options.lanes.clamp(1, LANES_MAX);
+        let mut exporters = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            exporters.push(PgExporter::connect(self.options.export.clone()).await?);
+        }
+        let cursors = exporters[0].lane_cursors(STREAM, lanes).await?;
+        // The export is where its slowest lane is; a lane past the log's
+        // end means the database holds another log's export.
+        let cursor = cursors.iter().copied().min().unwrap_or(0);
+        let furthest = cursors.iter().copied().max().unwrap_or(0);
         self.status.exported(cursor);
         if let RelaySource::Live { hold, .. } = self.source {
             hold.advance(cursor);
         }
         self.status.set_up(true);
-        health.up(cursor);
-        *backoff = BACKOFF_MIN;
-        let mut replica = ExportReplica::new(self.options.engine);
-        let mut tailer = LogTailer::open(&self.options.wal_dir, 0);
+        health.borrow_mut().up(cursor);
+        backoff.set(BACKOFF_MIN);
+        let mut feed = Feed::start(FeedOptions {
+            wal_dir: self.options.wal_dir.clone(),
+            engine: self.options.engine,
+            batch_records: self.options.batch_records,
+            end: self.source.log_end(),
+        })
+        .map_err(RelayError::Thread)?;
         loop {
-            if *stop.borrow() {
-                return Ok(());
-            }
-            let up_to = self.source.up_to();
-            let batch = tailer.next_batch(self.options.batch_records, up_to)?;
-            if batch.records.is_empty() {
-                if tailer.cursor() < cursor {
-                    return Err(RelayError::CursorAhead {
-                        cursor,
-                        end: tailer.cursor(),
-                    });
-                }
-                self.status.log_at(tailer.cursor(), unix_ms());
-                match self.source {
-                    RelaySource::Directory { once: true } => return Ok(()),
-                    RelaySource::Directory { once: false } | RelaySource::Live { .. } => {}
-                }
-                if !sleep_or_stop(stop, POLL).await {
-                    return Ok(());
-                }
-                continue;
-            }
-            let rows = replica.apply(ExportBatch {
-                source: source_of(&batch),
-                events: &batch.records,
-            })?;
-            if rows.needs_writing(cursor)
-                && !self
-                    .write(&mut exporter, &rows, stop, health, backoff)
-                    .await
-            {
-                return Ok(());
-            }
-            if let Some(lsn) = rows.cursor_lsn() {
-                self.status.exported(lsn);
-            }
-            if let RelaySource::Live { hold, .. } = self.source {
-                hold.advance(batch.cursor);
-            }
-            let seen = match self.source {
-                RelaySource::Live { .. } => up_to,
-                RelaySource::Directory { .. } => batch.cursor,
+            let fed = tokio::select! {
+                fed = feed.next() => fed,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
             };
-            self.status.log_at(seen, unix_ms());
+            match fed.ok_or(RelayError::FeedLost)? {
+                Err(FeedError::Log(e)) => return Err(RelayError::Log(e)),
+                Err(FeedError::Replica(e)) => return Err(RelayError::Export(e)),
+                Ok(Fed::CaughtUp { at, seen }) => {
+                    if at < furthest {
+                        return Err(RelayError::CursorAhead {
+                            cursor: furthest,
+                            end: at,
+                        });
+                    }
+                    self.status.log_at(seen, unix_ms());
+                    match self.source {
+                        RelaySource::Directory { once: true } => return Ok(()),
+                        RelaySource::Directory { once: false } | RelaySource::Live { .. } => {}
+                    }
+                }
+                Ok(Fed::Rows {
+                    rows,
+                    tail_cursor,
+                    seen,
+                }) => {
+                    let cursor_lsn = rows.cursor_lsn();
+                    if !self
+                        .write_lanes(&mut exporters, &cursors, rows, stop, health, backoff)
+                        .await
+                    {
+                        return Ok(());
+                    }
+                    if let Some(lsn) = cursor_lsn {
+                        self.status.exported(lsn);
+                    }
+                    if let RelaySource::Live { hold, .. } = self.source {
+                        hold.advance(tail_cursor);
+                    }
+                    self.status.log_at(seen, unix_ms());
+                }
+            }
         }
     }
 
-    /// Writes `rows`, retrying the same rows until they commit; false if
-    /// `stop` came first.
-    async fn write(
+    /// Writes a batch over the lanes, side by side, each lane's part
+    /// retried until it commits; false if `stop` came first. A lane whose
+    /// cursor is already past its part skips it.
+    async fn write_lanes(
+        &self,
+        exporters: &mut [PgExporter],
+        cursors: &[u64],
+        rows: BatchRows,
+        stop: &watch::Receiver<bool>,
+        health: &RefCell<Health>,
+        backoff: &Cell<Duration>,
+    ) -> bool {
+        let started = Instant::now();
+        let last_lsn = rows.last_lsn;
+        let mut parts: Vec<(usize, BatchRows)> = (rows.split_lanes(exporters.len()))
+            .into_iter()
+            .enumerate()
+            .filter(|(k, part)| part.needs_writing(cursors[*k]))
+            .collect();
+        if parts.is_empty() {
+            return true;
+        }
+        let n: u64 = (parts.iter())
+            .map(|(_, p)| (p.sales.len() + p.orders.len()) as u64)
+            .sum();
+        let writes = exporters
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(k, exporter)| {
+                let i = parts.iter().position(|(lane, _)| *lane == k)?;
+                Some((k, exporter, parts.swap_remove(i).1))
+            })
+            .map(|(k, exporter, part)| {
+                let stop = stop.clone();
+                async move {
+                    let stream = lane_stream(STREAM, k);
+                    self.write_lane(exporter, &stream, &part, stop, health, backoff)
+                        .await
+                }
+            });
+        let written = join_all(writes).await.into_iter().all(|done| done);
+        if written {
+            self.status.batch_written(n, started.elapsed());
+            self.status.set_up(true);
+            health.borrow_mut().up(last_lsn);
+            backoff.set(BACKOFF_MIN);
+        }
+        written
+    }
+
+    /// Writes one lane's part, retrying the same rows until they commit;
+    /// false if `stop` came first.
+    async fn write_lane(
         &self,
         exporter: &mut PgExporter,
+        stream: &str,
         rows: &BatchRows,
-        stop: &mut watch::Receiver<bool>,
-        health: &mut Health,
-        backoff: &mut Duration,
+        mut stop: watch::Receiver<bool>,
+        health: &RefCell<Health>,
+        backoff: &Cell<Duration>,
     ) -> bool {
         loop {
-            let started = Instant::now();
             // Dropped mid-transaction by a stop, the batch rolls back:
             // nothing is half written, and the next start writes it again.
             let written = tokio::select! {
-                written = exporter.write_batch(STREAM, rows) => written,
+                written = exporter.write_batch(stream, rows) => written,
                 _ = stop.wait_for(|s| *s) => return false,
             };
             match written {
-                Ok(_) => {
-                    let n = (rows.sales.len() + rows.orders.len()) as u64;
-                    self.status.batch_written(n, started.elapsed());
-                    self.status.set_up(true);
-                    health.up(rows.last_lsn);
-                    *backoff = BACKOFF_MIN;
-                    return true;
-                }
+                Ok(_) => return true,
                 Err(err) => {
                     self.status.error();
                     self.status.set_up(false);
                     self.source.note_log_end(self.status);
-                    health.down(&RelayError::Export(err));
-                    if !pause(stop, backoff).await {
+                    health.borrow_mut().down(&RelayError::Export(err));
+                    if !pause(&mut stop, backoff).await {
                         return false;
                     }
                 }
             }
         }
-    }
-}
-
-/// A tailer batch as the replica takes it: log records, or a part of a
-/// snapshot (its last part moves the cursor, see `TailBatch`).
-fn source_of(batch: &TailBatch) -> BatchSource {
-    match batch.snapshot {
-        None => BatchSource::Log,
-        Some(covered) if batch.cursor + 1 >= covered => BatchSource::SnapshotEnd,
-        Some(_) => BatchSource::SnapshotPart,
     }
 }
 

@@ -96,6 +96,11 @@ pub struct OrderRow {
     pub expired_at_ms: Option<u64>,
     /// LSN of the batch's last event that touched this order.
     pub updated_lsn: u64,
+    /// LSN of the order's admission when this batch holds it (log batches
+    /// only; a snapshot's admissions are not the order's first event). An
+    /// order admitted after every row the database holds cannot be there
+    /// yet, so the writer may insert it without a conflict check.
+    pub admitted_lsn: Option<u64>,
 }
 
 /// What one batch changes: one row per sale and per order it touched, each
@@ -137,6 +142,7 @@ impl BatchRows {
 #[derive(Clone, Copy, Debug, Default)]
 struct OrderTouch {
     lsn: u64,
+    admitted_lsn: Option<u64>,
     paid_at_ms: Option<u64>,
     cancelled_at_ms: Option<u64>,
     expired_at_ms: Option<u64>,
@@ -293,8 +299,8 @@ impl ExportReplica {
             Event::Paid { at_ms, .. } => touch.paid_at_ms = at(at_ms),
             Event::Cancelled { at_ms, .. } => touch.cancelled_at_ms = at(at_ms),
             Event::Expired { at_ms, .. } => touch.expired_at_ms = at(at_ms),
-            Event::Admitted { .. }
-            | Event::SaleCreated { .. }
+            Event::Admitted { .. } => touch.admitted_lsn = (!source.is_snapshot()).then_some(lsn),
+            Event::SaleCreated { .. }
             | Event::StockAdded { .. }
             | Event::Paused { .. }
             | Event::Resumed { .. }
@@ -351,6 +357,7 @@ impl ExportReplica {
                     cancelled_at_ms: touch.cancelled_at_ms,
                     expired_at_ms: touch.expired_at_ms,
                     updated_lsn: touch.lsn,
+                    admitted_lsn: touch.admitted_lsn,
                 })
             })
             .collect();

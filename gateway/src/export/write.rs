@@ -23,7 +23,7 @@ use std::time::SystemTime;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Statement, Transaction};
 
-use super::copy::OrderCopy;
+use super::copy::{FreshAfter, OrderCopy};
 use super::error::ExportError;
 use super::rows::{BatchRows, SaleRow};
 use super::schema::TablePrefix;
@@ -35,6 +35,9 @@ pub(crate) struct Statements {
     orders: OrderCopy,
     advance_cursor: Statement,
     pub(crate) read_cursor: Statement,
+    /// The highest `updated_lsn` of the order rows (0 for none): one step
+    /// down the index on it.
+    pub(crate) max_order_lsn: Statement,
 }
 
 /// Rows each statement changed.
@@ -69,6 +72,12 @@ impl Statements {
                     ),
                     &[Type::TEXT],
                 )
+                .await?,
+            max_order_lsn: client
+                .prepare(&format!(
+                    "SELECT COALESCE(max(updated_lsn), 0) FROM {}",
+                    p.table("orders")
+                ))
                 .await?,
         })
     }
@@ -116,13 +125,15 @@ fn advance_cursor_sql(p: &TablePrefix) -> String {
     )
 }
 
-/// Upserts the batch's rows and moves the cursor of `stream`, inside `tx`.
-/// The caller commits; on any error it drops `tx`, which rolls back.
+/// Upserts the batch's rows and moves the cursor of `stream`, inside `tx`;
+/// orders admitted after `fresh_after` are inserted without a conflict
+/// check. The caller commits; on any error it drops `tx`, which rolls back.
 pub(crate) async fn write_rows(
     tx: &Transaction<'_>,
     statements: &Statements,
     stream: &str,
     rows: &BatchRows,
+    fresh_after: FreshAfter,
     on_err: impl Fn(&'static str, tokio_postgres::Error) -> ExportError,
 ) -> Result<WriteReport, ExportError> {
     let mut report = WriteReport::default();
@@ -136,7 +147,7 @@ pub(crate) async fn write_rows(
     }
     if !rows.orders.is_empty() {
         report.orders_changed = (statements.orders)
-            .write(tx, &rows.orders, same_lsn_replaces, &on_err)
+            .write(tx, &rows.orders, same_lsn_replaces, fresh_after, &on_err)
             .await?;
     }
     if let Some(lsn) = rows.cursor_lsn() {
