@@ -132,6 +132,7 @@ impl App {
             engine: self.config.engine,
             batch_records: export.batch_records as usize,
             lanes: export.connections as usize,
+            max_lag_bytes: export.max_lag_bytes,
         };
         match ExportRelay::start(wal, options, self.export.clone()) {
             Ok(relay) => *self.export_relay.lock() = Some(relay),

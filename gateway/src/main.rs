@@ -233,6 +233,7 @@ fn export(config_path: &Path, wal_dir: PathBuf, postgres: Option<String>, once: 
         engine: config.engine,
         batch_records: config.export.batch_records as usize,
         lanes: config.export.connections as usize,
+        max_lag_bytes: config.export.max_lag_bytes,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -32,7 +32,7 @@
 //! on one core.
 //!
 //! Files, each depending only on those after it: `relay` (the session
-//! loop, retries, lanes side by side), `feed` (the tailer and the replica
+//! loop, retries, lanes side by side), `rush` (yielding to a rush), `feed` (the tailer and the replica
 //! on their own thread), `exporter` (connection, retry contract,
 //! timeouts), `lanes` (the split and the lanes' cursors), `write` (the
 //! batch's statements), `copy` (order rows by binary COPY, new ones
@@ -46,6 +46,7 @@ mod feed;
 mod lanes;
 pub mod relay;
 mod rows;
+mod rush;
 mod schema;
 mod status;
 mod time;

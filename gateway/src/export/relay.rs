@@ -26,6 +26,7 @@ use persistence::{RetentionHold, Wal, WalError};
 use tokio::sync::watch;
 
 use super::feed::{Fed, Feed, FeedError, FeedOptions, LogEnd};
+use super::rush::{rest_after, RushWatch};
 use super::status::ExportStatus;
 use super::{lane_stream, BatchRows, ExportError, ExportOptions, PgExporter, LANES_MAX};
 use crate::clock::unix_ms;
@@ -57,6 +58,18 @@ impl RelaySource {
         }
     }
 
+    /// Whether to yield to a rush now (see `rush`): only a live log can
+    /// rush, and only while its held-back part is well under the limit.
+    fn yields(&self, rush: &mut RushWatch, max_lag_bytes: u64) -> bool {
+        match self {
+            RelaySource::Live { wal, .. } => {
+                rush.observe(Instant::now(), wal.durable_lsn())
+                    && wal.retained_bytes() < max_lag_bytes / 2
+            }
+            RelaySource::Directory { .. } => false,
+        }
+    }
+
     fn log_end(&self) -> LogEnd {
         match self {
             RelaySource::Live { wal, .. } => LogEnd::Live(wal.clone()),
@@ -76,6 +89,9 @@ pub struct RelayOptions {
     /// Connections written side by side (`export.connections`), each a
     /// lane with its share of the orders and its own cursor.
     pub lanes: usize,
+    /// `export.max_lag_bytes`: a live relay stops yielding to a rush when
+    /// the log it holds back reaches half of it.
+    pub max_lag_bytes: u64,
 }
 
 /// Why a session ended.
@@ -210,6 +226,15 @@ async fn sleep_or_stop(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool
     stopped.is_none() && !*stop.borrow()
 }
 
+/// A session's lanes, as one batch's write uses them.
+struct Lanes<'a> {
+    exporters: &'a mut [PgExporter],
+    /// Each lane's cursor at the session's start.
+    cursors: &'a [u64],
+    /// Write the lanes' parts one after another (yielding to a rush).
+    one_at_a_time: bool,
+}
+
 /// One connection's worth of relaying.
 struct Session<'a> {
     source: &'a RelaySource,
@@ -248,6 +273,7 @@ impl Session<'_> {
             end: self.source.log_end(),
         })
         .map_err(RelayError::Thread)?;
+        let mut rush = RushWatch::new(Instant::now(), cursor);
         loop {
             let fed = tokio::select! {
                 fed = feed.next() => fed,
@@ -275,10 +301,18 @@ impl Session<'_> {
                     seen,
                 }) => {
                     let cursor_lsn = rows.cursor_lsn();
-                    if !self
-                        .write_lanes(&mut exporters, &cursors, rows, stop, health, backoff)
-                        .await
-                    {
+                    let yields = self.source.yields(&mut rush, self.options.max_lag_bytes);
+                    self.note_yielding(yields);
+                    let started = Instant::now();
+                    let lanes = Lanes {
+                        exporters: &mut exporters,
+                        cursors: &cursors,
+                        one_at_a_time: yields,
+                    };
+                    if !self.write_lanes(lanes, rows, stop, health, backoff).await {
+                        return Ok(());
+                    }
+                    if yields && !sleep_or_stop(stop, rest_after(started.elapsed())).await {
                         return Ok(());
                     }
                     if let Some(lsn) = cursor_lsn {
@@ -293,18 +327,34 @@ impl Session<'_> {
         }
     }
 
-    /// Writes a batch over the lanes, side by side, each lane's part
-    /// retried until it commits; false if `stop` came first. A lane whose
-    /// cursor is already past its part skips it.
+    /// Tells the status, and the log once per change, whether the relay
+    /// yields to a rush.
+    fn note_yielding(&self, yields: bool) {
+        let was = self.status.snapshot(0).yielding;
+        if self.status.set_yielding(yields) {
+            tracing::info!("export: yielding to a rush of purchases; it catches up after");
+        } else if was && !yields {
+            tracing::info!("export: the rush is over; catching up at full speed");
+        }
+    }
+
+    /// Writes a batch over the lanes, side by side (one after another
+    /// when yielding), each lane's part retried until it commits; false
+    /// if `stop` came first. A lane whose cursor is already past its part
+    /// skips it.
     async fn write_lanes(
         &self,
-        exporters: &mut [PgExporter],
-        cursors: &[u64],
+        lanes: Lanes<'_>,
         rows: BatchRows,
         stop: &watch::Receiver<bool>,
         health: &RefCell<Health>,
         backoff: &Cell<Duration>,
     ) -> bool {
+        let Lanes {
+            exporters,
+            cursors,
+            one_at_a_time,
+        } = lanes;
         let started = Instant::now();
         let last_lsn = rows.last_lsn;
         let mut parts: Vec<(usize, BatchRows)> = (rows.split_lanes(exporters.len()))
@@ -333,7 +383,15 @@ impl Session<'_> {
                         .await
                 }
             });
-        let written = join_all(writes).await.into_iter().all(|done| done);
+        let written = if one_at_a_time {
+            let mut all = true;
+            for write in writes {
+                all = all && write.await;
+            }
+            all
+        } else {
+            join_all(writes).await.into_iter().all(|done| done)
+        };
         if written {
             self.status.batch_written(n, started.elapsed());
             self.status.set_up(true);

@@ -14,6 +14,8 @@ const BATCH_SECONDS_BOUNDS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 #[derive(Default)]
 pub struct ExportStatus {
     up: AtomicBool,
+    /// The relay is yielding to a rush (see `rush`).
+    yielding: AtomicBool,
     /// The cursor committed in PostgreSQL: every record up to it is there.
     lsn: AtomicU64,
     /// The log's durable end, as the relay last saw it.
@@ -31,6 +33,7 @@ pub struct ExportStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExportSnapshot {
     pub up: bool,
+    pub yielding: bool,
     pub lsn: u64,
     pub lag_records: u64,
     pub lag_seconds: f64,
@@ -42,6 +45,11 @@ pub struct ExportSnapshot {
 impl ExportStatus {
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the relay yields to a rush; true when it started to.
+    pub fn set_yielding(&self, yielding: bool) -> bool {
+        !self.yielding.swap(yielding, Ordering::Relaxed) && yielding
     }
 
     /// The cursor last committed in (or read from) PostgreSQL.
@@ -96,6 +104,7 @@ impl ExportStatus {
         };
         ExportSnapshot {
             up: self.up.load(Ordering::Relaxed),
+            yielding: self.yielding.load(Ordering::Relaxed),
             lsn,
             lag_records,
             lag_seconds,
@@ -108,8 +117,9 @@ impl ExportStatus {
     /// The Prometheus text of the export's metrics.
     pub fn render(&self, out: &mut String, now_ms: u64) {
         let s = self.snapshot(now_ms);
-        let metrics: [(&str, &str, &str, String); 7] = [
+        let metrics: [(&str, &str, &str, String); 8] = [
             ("flashsale_export_up", "gauge", "1 while the export to PostgreSQL works.", u8::from(s.up).to_string()),
+            ("flashsale_export_yielding", "gauge", "1 while the export writes slowly to leave the cores to a rush of purchases.", u8::from(s.yielding).to_string()),
             ("flashsale_export_lsn", "gauge", "Last log record exported (committed in PostgreSQL).", s.lsn.to_string()),
             ("flashsale_export_lag_records", "gauge", "Durable log records not exported yet.", s.lag_records.to_string()),
             ("flashsale_export_lag_seconds", "gauge", "Time since the export was last caught up with the log (0 when it is).", s.lag_seconds.to_string()),
@@ -145,8 +155,8 @@ impl ExportStatus {
     pub fn json(&self, now_ms: u64, enabled: bool) -> String {
         let s = self.snapshot(now_ms);
         format!(
-            "{{\"enabled\":{enabled},\"up\":{},\"lsn\":{},\"lag_records\":{},\"lag_seconds\":{},\"rows_total\":{},\"errors_total\":{},\"refused_purchases_total\":{}}}",
-            s.up, s.lsn, s.lag_records, s.lag_seconds, s.rows_total, s.errors_total, s.refused_purchases_total
+            "{{\"enabled\":{enabled},\"up\":{},\"yielding\":{},\"lsn\":{},\"lag_records\":{},\"lag_seconds\":{},\"rows_total\":{},\"errors_total\":{},\"refused_purchases_total\":{}}}",
+            s.up, s.yielding, s.lsn, s.lag_records, s.lag_seconds, s.rows_total, s.errors_total, s.refused_purchases_total
         )
     }
 }
