@@ -26,7 +26,7 @@ async fn restart_recovers_state_after_sigterm() {
         let r = c
             .post(
                 "/v1/sales/r/purchase",
-                &format!(r#"{{"user_id":{user},"qty":2,"request_id":"req-{user}"}}"#),
+                &format!(r#"{{"user_id":"{user}","qty":2,"request_id":"req-{user}"}}"#),
             )
             .await;
         assert_eq!(r.status, 201);
@@ -41,7 +41,7 @@ async fn restart_recovers_state_after_sigterm() {
     assert_eq!(
         c.post(
             &format!("/v1/orders/{}/cancel", orders[1]),
-            r#"{"user_id":2}"#
+            r#"{"user_id":"2"}"#
         )
         .await
         .status,
@@ -94,7 +94,7 @@ async fn restart_recovers_state_after_sigterm() {
     let r = c
         .post(
             "/v1/sales/r/purchase",
-            r#"{"user_id":3,"qty":2,"request_id":"req-3"}"#,
+            r#"{"user_id":"3","qty":2,"request_id":"req-3"}"#,
         )
         .await;
     assert_eq!(
@@ -103,7 +103,7 @@ async fn restart_recovers_state_after_sigterm() {
     );
     // New order ids continue past the recovered ones.
     let r = c
-        .post("/v1/sales/r/purchase", r#"{"user_id":9,"qty":1}"#)
+        .post("/v1/sales/r/purchase", r#"{"user_id":"9","qty":1}"#)
         .await;
     assert_eq!(r.status, 201);
     assert!(!orders.contains(&r.json()["order_id"].as_str().unwrap().to_string()));
@@ -149,7 +149,7 @@ fn wal_verify_exits_1_on_corruption() {
         };
         engine.create_sale(spec, 0, wal.sink()).unwrap();
         for user in 0..50 {
-            let _ = engine.purchase("v", user, 1, None, 1, wal.sink());
+            let _ = engine.purchase("v", &user.to_string(), 1, None, 1, wal.sink());
         }
         wal.shutdown().unwrap();
     }
