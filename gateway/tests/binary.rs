@@ -215,3 +215,47 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("server.admin_token"), "{err}");
 }
+
+/// `flashsale token` mints an HS256 token from the configured secret that
+/// the server in jwt mode accepts; without a secret it says what to set.
+#[test]
+fn token_tool_mints_what_the_server_accepts() {
+    let secret = "binary-test-secret-of-32-bytes-or-more";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let mint = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+        cmd.arg("token").arg("--config").arg(&config).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = mint(
+        &[("FLASHSALE_BUYER_AUTH_SECRET", secret)],
+        &["--user", "alice", "--ttl", "2m", "--sku", "s1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut c = gateway::Config::for_tests(dir.path().join("wal"));
+    c.buyer_auth.mode = gateway::config::BuyerAuthMode::Jwt;
+    c.buyer_auth.secret = Some(secret.into());
+    let gateway::buyer_auth::BuyerAuth::Jwt(verifier) =
+        gateway::buyer_auth::BuyerAuth::load(&c.buyer_auth).unwrap()
+    else {
+        panic!("jwt mode");
+    };
+    let now = gateway::app::unix_ms() / 1000;
+    let buyer = verifier.verify(token.as_bytes(), now).unwrap();
+    assert_eq!(buyer.user_id, "alice");
+    assert_eq!(buyer.skus, Some(vec!["s1".to_string()]));
+    let out = mint(&[], &["--user", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FLASHSALE_BUYER_AUTH_SECRET"), "{err}");
+}
