@@ -41,6 +41,10 @@ enum Command {
         /// Limit the token to these SKUs (repeat for more); default: any.
         #[arg(long = "sku")]
         skus: Vec<String>,
+        /// Mint this many tokens, one per line, for users USER0, USER1, …
+        /// (benchmarks: a wrk script picks from the list).
+        #[arg(long)]
+        count: Option<u64>,
         #[arg(long, default_value = "./config.toml")]
         config: PathBuf,
     },
@@ -99,10 +103,15 @@ fn main() -> ExitCode {
             user,
             ttl,
             skus,
+            count,
             config,
-        } => match token(&config, &user, &ttl, skus) {
-            Ok(token) => {
-                println!("{token}");
+        } => match tokens(&config, &user, &ttl, skus, count) {
+            Ok(tokens) => {
+                use std::io::Write as _;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for token in tokens {
+                    let _ = writeln!(out, "{token}");
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -137,8 +146,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// `flashsale token`: an HS256 token for `user`, valid for `ttl`.
-fn token(config_path: &Path, user: &str, ttl: &str, skus: Vec<String>) -> Result<String> {
+/// `flashsale token`: HS256 tokens for `user` (or, with `count`, for
+/// `user0`, `user1`, …), valid for `ttl`.
+fn tokens(
+    config_path: &Path,
+    user: &str,
+    ttl: &str,
+    skus: Vec<String>,
+    count: Option<u64>,
+) -> Result<Vec<String>> {
     let config = load_config(config_path)?;
     let auth = &config.buyer_auth;
     if auth.algorithm != gateway::config::JwtAlgorithm::Hs256 {
@@ -147,22 +163,33 @@ fn token(config_path: &Path, user: &str, ttl: &str, skus: Vec<String>) -> Result
             auth.algorithm.as_str()
         );
     }
-    if !engine::valid_user_id(user) {
-        anyhow::bail!("--user must be 1 to {} bytes", engine::USER_ID_LEN_MAX);
+    let users: Vec<String> = match count {
+        None => vec![user.to_string()],
+        Some(n) => (0..n).map(|i| format!("{user}{i}")).collect(),
+    };
+    if let Some(bad) = users.iter().find(|u| !engine::valid_user_id(u)) {
+        anyhow::bail!(
+            "user {bad:?} must be 1 to {} bytes",
+            engine::USER_ID_LEN_MAX
+        );
     }
     let secret = gateway::buyer_auth::hs256_secret(auth)?;
     let ttl_s = parse_ttl(ttl).with_context(|| format!("--ttl {ttl:?}"))?;
     let now = gateway::app::unix_ms() / 1000;
-    let claims = gateway::buyer_auth::BuyerClaims {
-        sub: user.to_string(),
-        exp: now + ttl_s,
-        nbf: None,
-        iat: Some(now),
-        iss: auth.issuer.clone(),
-        aud: auth.audience.clone(),
-        skus: (!skus.is_empty()).then_some(skus),
+    let skus = (!skus.is_empty()).then_some(skus);
+    let mint = |sub: String| {
+        let claims = gateway::buyer_auth::BuyerClaims {
+            sub,
+            exp: now + ttl_s,
+            nbf: None,
+            iat: Some(now),
+            iss: auth.issuer.clone(),
+            aud: auth.audience.clone(),
+            skus: skus.clone(),
+        };
+        gateway::buyer_auth::mint_hs256(&secret, &claims)
     };
-    Ok(gateway::buyer_auth::mint_hs256(&secret, &claims))
+    Ok(users.into_iter().map(mint).collect())
 }
 
 /// `90`, `90s`, `10m`, `2h`, `1d` as seconds.
