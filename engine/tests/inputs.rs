@@ -668,8 +668,8 @@ fn refused_new_users_leave_nothing() {
             DiscardSink,
         )
         .unwrap();
-    struct Refuse;
-    impl EventSink for Refuse {
+    struct QueueFull;
+    impl EventSink for QueueFull {
         fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
             Err(SinkError::Full)
         }
@@ -677,7 +677,7 @@ fn refused_new_users_leave_nothing() {
     for i in 0..1_000 {
         let id = format!("bot-{i}");
         assert!(matches!(
-            engine.purchase("s", &id, 1, Some(i), 0, Refuse),
+            engine.purchase("s", &id, 1, Some(i), 0, QueueFull),
             PurchaseOutcome::Rejected(Rejection::Unavailable(_))
         ));
     }
