@@ -62,11 +62,12 @@ fn buy_range(
     with_request_id: bool,
 ) -> u64 {
     let mut admitted = 0;
+    let mut id = itoa::Buffer::new();
     for user in users {
         let request_id = with_request_id.then_some(user ^ 0x5eed);
         let outcome = engine.purchase(
             black_box(sku),
-            black_box(user),
+            black_box(id.format(user)),
             1,
             request_id,
             0,
@@ -120,11 +121,18 @@ fn sold_out(c: &mut Criterion) {
         group.bench_function(name, |b| {
             // Users above the ones that bought: none holds anything.
             let mut user = 1_000_000u64;
+            let mut id = itoa::Buffer::new();
             b.iter(|| {
                 user += 1;
                 let request_id = with_request_id.then_some(user);
-                let outcome =
-                    engine.purchase(black_box("hot"), user, 1, request_id, 0, DiscardSink);
+                let outcome = engine.purchase(
+                    black_box("hot"),
+                    id.format(user),
+                    1,
+                    request_id,
+                    0,
+                    DiscardSink,
+                );
                 debug_assert_eq!(outcome, PurchaseOutcome::Rejected(Rejection::SoldOut));
                 outcome
             });
@@ -148,9 +156,10 @@ fn time_threads(engine: &Engine, skus: &[String], threads: u64, per_thread: u64)
                     let start = Instant::now();
                     let mut admitted = 0u64;
                     let mut sku_index = t as usize % skus.len();
+                    let mut id = itoa::Buffer::new();
                     for i in 0..per_thread {
                         // Distinct users across threads.
-                        let user = t * per_thread + i;
+                        let user = id.format(t * per_thread + i);
                         let outcome =
                             engine.purchase(&skus[sku_index], user, 1, None, 0, DiscardSink);
                         admitted += u64::from(matches!(outcome, PurchaseOutcome::Admitted(_)));
@@ -238,8 +247,9 @@ const PENDING: u64 = 1_000_000;
 /// admissions into the expiry heap, as a running server's ticks would have.
 fn engine_pending(shards: u32) -> Engine {
     let engine = engine_with(shards, &["hot".to_string()], STOCK_UNLIMITED);
+    let mut id = itoa::Buffer::new();
     for user in 0..PENDING {
-        let outcome = engine.purchase("hot", user, 1, None, user, DiscardSink);
+        let outcome = engine.purchase("hot", id.format(user), 1, None, user, DiscardSink);
         assert!(matches!(outcome, PurchaseOutcome::Admitted(_)));
     }
     assert_eq!(engine.expire_due(0, DiscardSink).expired, 0);

@@ -30,6 +30,8 @@ fn config(global: u64, client: u64) -> RateLimitConfig {
         global_burst: global,
         per_client_rps: client,
         per_client_burst: client,
+        per_ip_rps: 0,
+        per_ip_burst: 0,
     }
 }
 
@@ -101,15 +103,16 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("per_client/hit_10k_users", |b| {
         let now = rl.now_ns();
+        let mut id = itoa::Buffer::new();
         for user in 0..10_000u64 {
-            let _ = rl.check_user(user, now);
+            let _ = rl.check_user(id.format(user), now);
         }
         let mut user = 0u64;
         let mut now = now;
         b.iter(|| {
             user = (user + 7919) % 10_000;
             now += 1;
-            black_box(rl.check_user(black_box(user), now))
+            black_box(rl.check_user(black_box(id.format(user)), now))
         })
     });
 
@@ -117,24 +120,26 @@ fn bench(c: &mut Criterion) {
         // 64 shards x 16: full after ~1k distinct users that stay active.
         let small = RateLimiter::with_capacity(&config(0, 1), 1024);
         let now = small.now_ns();
+        let mut id = itoa::Buffer::new();
         for user in 0..10_000u64 {
-            let _ = small.check_user(user, now);
+            let _ = small.check_user(id.format(user), now);
         }
         let mut user = 1_000_000u64;
         b.iter(|| {
             user += 1;
-            black_box(small.check_user(black_box(user), now))
+            black_box(small.check_user(black_box(id.format(user)), now))
         })
     });
 
     g.bench_function("purchase_path", |b| {
         let mut user = 0u64;
+        let mut id = itoa::Buffer::new();
         b.iter(|| {
             user = (user + 7919) % 10_000;
             let now = rl.now_ns();
             black_box(
                 rl.check_global(now)
-                    .and_then(|_| rl.check_user(black_box(user), now)),
+                    .and_then(|_| rl.check_user(black_box(id.format(user)), now)),
             )
         })
     });

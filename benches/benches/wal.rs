@@ -23,7 +23,7 @@ const RECORDS_PER_PRODUCER: u64 = 8_192;
 fn admitted(seq: u64) -> Event {
     Event::Admitted {
         order_id: seq,
-        user_id: seq,
+        user_id: format!("u_{seq}"),
         qty: 1,
         request_id: Some(seq),
         created_at_ms: 1_700_000_000_000,

@@ -1,7 +1,8 @@
 //! Admission: deciding one purchase. This is the hot path. A purchase runs
-//! read-only checks first (status, limit, sold out, order cap), then claims
-//! its idempotency record, the user's quota and the stock, and only then
-//! writes its order, each write undone if a later step refuses.
+//! read-only checks first (status, limit, sold out, order cap), then pins
+//! the user's handle, claims its idempotency record, the user's quota and
+//! the stock, and only then writes its order, each write undone if a later
+//! step refuses.
 
 use dashmap::mapref::entry::Entry;
 
@@ -11,19 +12,23 @@ use crate::gate;
 use crate::sale::SaleEntry;
 use crate::shard::{SkuShard, IDEM_PENDING};
 use crate::sync::Ordering;
-use crate::types::{validate_sku, Admission, OrderId, PurchaseOutcome, Rejection, QTY_MAX};
+use crate::types::{
+    valid_user_id, validate_sku, Admission, OrderId, PurchaseOutcome, Rejection, QTY_MAX,
+};
+use crate::users::UserRef;
 
 impl Engine {
-    /// Decides one purchase.
+    /// Decides one purchase by `user_id` (1 to `USER_ID_LEN_MAX` bytes; two
+    /// ids are one user exactly when their bytes are equal).
     ///
     /// Order of checks: cheap validation, then the read-only gate (status,
     /// quantity against the limit, sold out; a replay of an earlier admission
-    /// wins over all three), and only then the shared writes (idempotency
-    /// claim, user quota, stock gate, order).
+    /// wins over all three), and only then the shared writes (the user's
+    /// handle, idempotency claim, user quota, stock gate, order).
     pub fn purchase(
         &self,
         sku: &str,
-        user_id: u64,
+        user_id: &str,
         qty: u32,
         request_id: Option<u64>,
         now_ms: u64,
@@ -35,6 +40,9 @@ impl Engine {
         }
         if validate_sku(sku).is_err() {
             return Rejected(Rejection::InvalidSku);
+        }
+        if !valid_user_id(user_id) {
+            return Rejected(Rejection::InvalidUser);
         }
         let shard = &self.shards[self.shard_of_sku(sku) as usize];
         let sales = shard.sales.load();
@@ -50,11 +58,18 @@ impl Engine {
         let full = sale.order_count.load(Ordering::Relaxed) >= self.max_orders_per_sale;
         if open.is_err() || qty > sale.per_user_limit || short || full {
             // A retry of an admitted request gets its admission back even
-            // after the sale sold out or ended, so look for one first.
+            // after the sale sold out or ended, so look for one first. This
+            // read takes no reference on the user (a refusal must not grow
+            // the user table), so the handle may be stale: the replay checks
+            // the order's owner by name.
             if let Some(request_id) = request_id {
-                let idem = self.shard_of_user(user_id);
-                if let Some(order_id) = idem.idempotency.get(&(user_id, request_id)).map(|v| *v) {
-                    return self.replay_admission(sale, order_id, user_id, qty);
+                if let Some(user) = self.users.lookup(user_id) {
+                    let idem = self.shard_of_user(user);
+                    if let Some(order_id) = idem.idempotency.get(&(user, request_id)).map(|v| *v) {
+                        if let Some(replay) = self.replay_admission(sale, order_id, user_id, qty) {
+                            return replay;
+                        }
+                    }
                 }
             }
             return Rejected(match open {
@@ -65,22 +80,53 @@ impl Engine {
             });
         }
 
-        let idem_shard = self.shard_of_user(user_id);
+        // From here on the user is pinned: its handle stays valid, and an
+        // admission keeps the reference for its order.
+        let Some(user) = self.users.pin(user_id) else {
+            return Rejected(Rejection::UsersFull);
+        };
+        let outcome = self.claim_and_admit(
+            sale, shard, user, user_id, qty, request_id, now_ms, &mut sink,
+        );
+        match outcome {
+            PurchaseOutcome::Admitted(_) => {}
+            PurchaseOutcome::Replayed(_) | PurchaseOutcome::Rejected(_) => self.users.unpin(user),
+        }
+        outcome
+    }
+
+    /// The idempotency claim around [`Engine::admit`], for a pinned `user`.
+    #[allow(clippy::too_many_arguments)]
+    fn claim_and_admit(
+        &self,
+        sale: &SaleEntry,
+        shard: &SkuShard,
+        user: UserRef,
+        user_id: &str,
+        qty: u32,
+        request_id: Option<u64>,
+        now_ms: u64,
+        sink: &mut impl EventSink,
+    ) -> PurchaseOutcome {
+        let idem_shard = self.shard_of_user(user);
         if let Some(request_id) = request_id {
-            match idem_shard.idempotency.entry((user_id, request_id)) {
+            match idem_shard.idempotency.entry((user, request_id)) {
                 Entry::Occupied(entry) => {
                     let order_id = *entry.get();
                     drop(entry);
-                    return self.replay_admission(sale, order_id, user_id, qty);
+                    // Pinned, so the record is this user's: the owner matches.
+                    return self
+                        .replay_admission(sale, order_id, user_id, qty)
+                        .unwrap_or(PurchaseOutcome::Rejected(Rejection::InProgress));
                 }
                 Entry::Vacant(entry) => {
                     entry.insert(IDEM_PENDING);
                 }
             }
         }
-        let outcome = self.admit(sale, shard, user_id, qty, request_id, now_ms, &mut sink);
+        let outcome = self.admit(sale, shard, user, user_id, qty, request_id, now_ms, sink);
         if let Some(request_id) = request_id {
-            let key = (user_id, request_id);
+            let key = (user, request_id);
             match outcome {
                 PurchaseOutcome::Admitted(admission) => {
                     idem_shard.idempotency.insert(key, admission.order_id.0);
@@ -103,18 +149,19 @@ impl Engine {
         &self,
         sale: &SaleEntry,
         shard: &SkuShard,
-        user_id: u64,
+        user: UserRef,
+        user_id: &str,
         qty: u32,
         request_id: Option<u64>,
         now_ms: u64,
         sink: &mut impl EventSink,
     ) -> PurchaseOutcome {
         use PurchaseOutcome::Rejected;
-        if !shard.try_hold(sale.ordinal, user_id, qty, sale.per_user_limit) {
+        if !shard.try_hold(sale.ordinal, user, qty, sale.per_user_limit) {
             return Rejected(Rejection::LimitExceeded);
         }
         if !gate::try_take(&sale.remaining, u64::from(qty)) {
-            shard.release_holding(sale.ordinal, user_id, qty);
+            shard.release_holding(sale.ordinal, user, qty);
             return Rejected(Rejection::SoldOut);
         }
         let seq = sale.next_seq.fetch_add(1, Ordering::AcqRel);
@@ -122,7 +169,7 @@ impl Engine {
         let expires_at_ms = now_ms.saturating_add(sale.reservation_ttl_ms);
         let event = Event::Admitted {
             order_id: order_id.0,
-            user_id,
+            user_id: user_id.to_owned(),
             qty,
             request_id,
             created_at_ms: now_ms,
@@ -132,17 +179,16 @@ impl Engine {
             // Not logged, so not admitted: put everything back. The order id
             // is burned, which is harmless (ids need only be unique).
             gate::give_back(&sale.remaining, u64::from(qty));
-            shard.release_holding(sale.ordinal, user_id, qty);
+            shard.release_holding(sale.ordinal, user, qty);
             return Rejected(Rejection::Unavailable(err));
         }
         // The order becomes visible only after its event is queued, so any
         // later pay, cancel or expiry of it is logged after the admission.
-        let fresh = sale.insert_reserved(seq, user_id, qty, expires_at_ms);
+        let fresh = sale.insert_reserved(seq, user, qty, expires_at_ms);
         assert!(fresh, "order sequence {seq} issued twice");
         shard.expiry_incoming.push((expires_at_ms, order_id.0));
         PurchaseOutcome::Admitted(Admission {
             order_id,
-            user_id,
             qty,
             created_at_ms: now_ms,
             expires_at_ms,
@@ -151,37 +197,40 @@ impl Engine {
 
     /// The answer to a repeated request whose idempotency record holds
     /// `order_id` (or `IDEM_PENDING`): the earlier admission if it was for
-    /// this sale and quantity, else why not.
+    /// this sale and quantity, else why not. `None` when the order is not
+    /// `user_id`'s (a record found through a stale handle): no replay.
     fn replay_admission(
         &self,
         sale: &SaleEntry,
         order_id: u64,
-        user_id: u64,
+        user_id: &str,
         qty: u32,
-    ) -> PurchaseOutcome {
+    ) -> Option<PurchaseOutcome> {
         if order_id == IDEM_PENDING {
-            return PurchaseOutcome::Rejected(Rejection::InProgress);
+            return Some(PurchaseOutcome::Rejected(Rejection::InProgress));
         }
         let id = OrderId(order_id);
-        if id.ordinal() != sale.ordinal {
-            return PurchaseOutcome::Rejected(Rejection::RequestIdReused);
-        }
-        let order = match sale.orders.get(id.seq()) {
-            Some(order) => order,
+        let Some(home) = self.sale_by_ordinal(id.ordinal()) else {
+            // Recorded as done, so its sale exists; a retry is the safe
+            // answer should that ever be wrong.
+            return Some(PurchaseOutcome::Rejected(Rejection::InProgress));
+        };
+        let Some(order) = home.orders.get(id.seq()) else {
             // Recorded as done, so its order exists; being wrong here would
             // be a bug, but a retry is the safe answer for the client.
-            None => return PurchaseOutcome::Rejected(Rejection::InProgress),
+            return Some(PurchaseOutcome::Rejected(Rejection::InProgress));
         };
-        if order.qty != qty {
-            return PurchaseOutcome::Rejected(Rejection::RequestIdReused);
+        if !self.users.is(order.user, user_id) {
+            return None;
         }
-        debug_assert_eq!(order.user_id, user_id);
-        PurchaseOutcome::Replayed(Admission {
+        if id.ordinal() != sale.ordinal || order.qty != qty {
+            return Some(PurchaseOutcome::Rejected(Rejection::RequestIdReused));
+        }
+        Some(PurchaseOutcome::Replayed(Admission {
             order_id: id,
-            user_id,
             qty,
             created_at_ms: sale.created_at(&order),
             expires_at_ms: order.expires_at_ms,
-        })
+        }))
     }
 }

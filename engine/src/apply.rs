@@ -14,7 +14,9 @@ use crate::sale::SaleEntry;
 use crate::sale::SaleStatus;
 use crate::shard::SkuShard;
 use crate::sync::Ordering;
-use crate::types::{validate_sku, ApplyError, OrderId, OrderState, SaleSpec, STOCK_MAX};
+use crate::types::{
+    valid_user_id, validate_sku, ApplyError, OrderId, OrderState, SaleSpec, STOCK_MAX,
+};
 
 impl Engine {
     /// Applies one logged event to rebuild state, without re-deciding it.
@@ -36,17 +38,24 @@ impl Engine {
 
     /// The idempotency half of applying `Event::Admitted` (see
     /// [`Engine::apply_deferring_request_id`]); other events have none.
+    ///
+    /// It interns the user without a reference: the order (which
+    /// `apply_deferring_request_id` writes, before or after this) holds it.
     pub fn restore_request_id(&self, event: &Event) {
         if let Event::Admitted {
             order_id,
-            user_id,
+            ref user_id,
             request_id: Some(request_id),
             ..
         } = *event
         {
-            self.shard_of_user(user_id)
-                .idempotency
-                .insert((user_id, request_id), order_id);
+            // A user id the table cannot take fails its admission's half
+            // too (`apply_admitted`), which reports it; nothing to add here.
+            if let Some(user) = self.users.intern(user_id) {
+                self.shard_of_user(user)
+                    .idempotency
+                    .insert((user, request_id), order_id);
+            }
         }
     }
 
@@ -79,7 +88,7 @@ impl Engine {
             Event::Ended { ordinal } => self.apply_status(ordinal, SaleStatus::Ended),
             Event::Admitted {
                 order_id,
-                user_id,
+                ref user_id,
                 qty,
                 request_id,
                 created_at_ms,
@@ -146,7 +155,7 @@ impl Engine {
     fn apply_admitted(
         &self,
         order_id: u64,
-        user_id: u64,
+        user_id: &str,
         qty: u32,
         created_at_ms: u64,
         expires_at_ms: u64,
@@ -163,18 +172,28 @@ impl Engine {
                 "admission expiry does not match the sale's TTL",
             ));
         }
+        if !valid_user_id(user_id) {
+            return Err(ApplyError::Invalid("admitted user id empty or too long"));
+        }
         if sale.orders.get(id.seq()).is_some() {
             return Err(ApplyError::DuplicateOrder(order_id));
         }
+        // The order keeps this reference; every refusal below gives it back.
+        let user = self
+            .users
+            .pin(user_id)
+            .ok_or(ApplyError::Invalid("the user table is full"))?;
         if !gate::try_take(&sale.remaining, u64::from(qty)) {
+            self.users.unpin(user);
             return Err(ApplyError::Invalid("admission exceeds remaining stock"));
         }
-        if !shard.try_hold(sale.ordinal, user_id, qty, sale.per_user_limit) {
+        if !shard.try_hold(sale.ordinal, user, qty, sale.per_user_limit) {
             gate::give_back(&sale.remaining, u64::from(qty));
+            self.users.unpin(user);
             return Err(ApplyError::Invalid("admission exceeds the user's limit"));
         }
         sale.next_seq.fetch_max(id.seq() + 1, Ordering::AcqRel);
-        let fresh = sale.insert_reserved(id.seq(), user_id, qty, expires_at_ms);
+        let fresh = sale.insert_reserved(id.seq(), user, qty, expires_at_ms);
         assert!(fresh, "checked vacant above; apply runs on one thread");
         shard.expiry_incoming.push((expires_at_ms, order_id));
         Ok(())
@@ -211,7 +230,7 @@ impl Engine {
                     "payment retake exceeds remaining stock",
                 ));
             }
-            if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit) {
+            if !shard.try_hold(sale.ordinal, order.user, order.qty, sale.per_user_limit) {
                 gate::give_back(&sale.remaining, u64::from(order.qty));
                 return Err(ApplyError::Invalid(
                     "payment retake exceeds the user's limit",
@@ -236,7 +255,7 @@ impl Engine {
                 ));
             }
             guard.set_state(to);
-            Ok((sale.clone(), shard, guard.order.qty, guard.order.user_id))
+            Ok((sale.clone(), shard, guard.order.qty, guard.order.user))
         })?;
         gate::give_back(&sale.remaining, u64::from(qty));
         shard.release_holding(sale.ordinal, user, qty);

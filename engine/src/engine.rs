@@ -17,6 +17,7 @@ use crate::sale::SaleEntry;
 use crate::shard::SkuShard;
 use crate::sync::Ordering;
 use crate::types::{fnv1a_64, OrderId, SaleSpec, ORDER_SEQ_BITS};
+use crate::users::{UserHashing, UserRef, UserTable};
 
 /// Engine tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,17 +71,34 @@ pub struct Engine {
     /// Serialises sale creation (rare) so ordinals are dense and logged in order.
     pub(crate) create_lock: Mutex<()>,
     pub(crate) max_orders_per_sale: u64,
+    /// Every buyer's id, interned: orders, holdings and idempotency records
+    /// name users by their handle.
+    pub(crate) users: UserTable,
 }
 
 impl Engine {
     /// An engine with no sales.
     pub fn new(config: EngineConfig) -> Engine {
+        Self::with_user_hashing(config, UserHashing::Keyed(crate::shard::KeyedBuild::new()))
+    }
+
+    /// An engine in which every user id has the same hash, for tests that
+    /// show two ids are kept apart by their bytes, never by their hash:
+    /// distinct limits, orders and request ids. Slow with many users (every
+    /// lookup compares every id); never use it to serve.
+    #[doc(hidden)]
+    pub fn with_colliding_user_hashes(config: EngineConfig) -> Engine {
+        Self::with_user_hashing(config, UserHashing::Colliding)
+    }
+
+    fn with_user_hashing(config: EngineConfig, hashing: UserHashing) -> Engine {
         let shards = config.shards.max(1);
         Engine {
             shards: (0..shards).map(|_| SkuShard::new()).collect(),
             by_ordinal: ArcSwap::from_pointee(Vec::new()),
             create_lock: Mutex::new(()),
             max_orders_per_sale: config.max_orders_per_sale,
+            users: UserTable::new(hashing),
         }
     }
 
@@ -94,10 +112,17 @@ impl Engine {
         (fnv1a_64(sku.as_bytes()) % self.shards.len() as u64) as u32
     }
 
-    pub(crate) fn shard_of_user(&self, user_id: u64) -> &SkuShard {
-        // A cheap mix so consecutive user ids spread over shards.
-        let h = user_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    /// The shard that keeps `user`'s idempotency records.
+    pub(crate) fn shard_of_user(&self, user: UserRef) -> &SkuShard {
+        // A cheap mix so consecutive handles spread over shards.
+        let h = u64::from(user.0).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
         &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    /// Distinct buyers the engine holds now: those with orders, and those
+    /// with a purchase being decided.
+    pub fn user_count(&self) -> u64 {
+        self.users.len()
     }
 
     /// The sale of `sku`, looked up in the shard the SKU hashes to.

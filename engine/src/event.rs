@@ -39,7 +39,8 @@ pub enum Event {
     },
     Admitted {
         order_id: u64,
-        user_id: u64,
+        /// The buyer's id: 1 to `USER_ID_LEN_MAX` bytes of UTF-8.
+        user_id: String,
         qty: u32,
         request_id: Option<u64>,
         created_at_ms: u64,

@@ -14,7 +14,8 @@
 //! **Layout.** Files depend one way, bottom to top, with no circles:
 //! - `sync`, [`gate`]: the atomics and the compare-and-swap loops on them;
 //! - `event`, `types`, `state`: plain data (events and sinks, requests,
-//!   outcomes and views, the sorted state picture);
+//!   outcomes and views, the sorted state picture); `users`: the buyers'
+//!   ids interned to small handles;
 //! - `orders`, `sale`, `shard`: one sale's order table, one sale's live
 //!   counters and status, one shard's sales, holdings and queues;
 //! - `engine`: [`Engine`], its config and the sale registry;
@@ -37,6 +38,7 @@ mod snapshot;
 mod state;
 mod sync;
 mod types;
+mod users;
 
 pub use crate::engine::{Engine, EngineConfig, MAX_ORDERS_PER_SALE_DEFAULT, ORDERS_PER_SALE_MAX};
 pub use crate::event::{DiscardSink, Event, EventSink, SinkError};

@@ -4,6 +4,7 @@
 //! log orders the changes of one order as they happened.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::event::{Event, EventSink};
@@ -15,11 +16,11 @@ use crate::types::{ExpireReport, OrderId, OrderOutcome, OrderRejection, OrderSta
 
 impl Engine {
     /// The outside view of `order`, the order `order_id` of `sale`.
-    fn view_of(sale: &SaleEntry, order_id: OrderId, order: &OrderEntry) -> OrderView {
+    fn view_of(&self, sale: &SaleEntry, order_id: OrderId, order: &OrderEntry) -> OrderView {
         OrderView {
             order_id,
             sku: sale.sku.clone(),
-            user_id: order.user_id,
+            user_id: Arc::from(self.users.name(order.user)),
             qty: order.qty,
             state: order.state,
             created_at_ms: sale.created_at(order),
@@ -31,7 +32,7 @@ impl Engine {
     pub fn order(&self, order_id: OrderId) -> Option<OrderView> {
         let sale = self.sale_by_ordinal(order_id.ordinal())?;
         let order = sale.orders.get(order_id.seq())?;
-        Some(Self::view_of(&sale, order_id, &order))
+        Some(self.view_of(&sale, order_id, &order))
     }
 
     /// Confirms payment. Repeating it is idempotent. An expired order is paid
@@ -50,18 +51,18 @@ impl Engine {
         let retaken = match order.state {
             OrderState::Paid => {
                 return Done {
-                    order: Self::view_of(&sale, order_id, &order),
+                    order: self.view_of(&sale, order_id, &order),
                     changed: false,
                 }
             }
             OrderState::Cancelled => return Rejected(OrderRejection::Cancelled),
             OrderState::Reserved => false,
             OrderState::Expired => {
-                if !shard.try_hold(sale.ordinal, order.user_id, order.qty, sale.per_user_limit) {
+                if !shard.try_hold(sale.ordinal, order.user, order.qty, sale.per_user_limit) {
                     return Rejected(OrderRejection::Expired);
                 }
                 if !gate::try_take(&sale.remaining, u64::from(order.qty)) {
-                    shard.release_holding(sale.ordinal, order.user_id, order.qty);
+                    shard.release_holding(sale.ordinal, order.user, order.qty);
                     return Rejected(OrderRejection::Expired);
                 }
                 true
@@ -75,24 +76,25 @@ impl Engine {
         if let Err(err) = sink.emit(&event) {
             if retaken {
                 gate::give_back(&sale.remaining, u64::from(order.qty));
-                shard.release_holding(sale.ordinal, order.user_id, order.qty);
+                shard.release_holding(sale.ordinal, order.user, order.qty);
             }
             return Rejected(OrderRejection::Unavailable(err));
         }
         guard.set_state(OrderState::Paid);
         sale.paid.fetch_add(u64::from(order.qty), Ordering::AcqRel);
         Done {
-            order: Self::view_of(&sale, order_id, &guard.order),
+            order: self.view_of(&sale, order_id, &guard.order),
             changed: true,
         }
     }
 
     /// Cancels a reserved order of `user_id`, returning its units. Repeating
-    /// it is idempotent; another user's order is "unknown".
+    /// it is idempotent; another user's order is "unknown" (the owner is
+    /// compared by the id's bytes).
     pub fn cancel(
         &self,
         order_id: OrderId,
-        user_id: u64,
+        user_id: &str,
         now_ms: u64,
         mut sink: impl EventSink,
     ) -> OrderOutcome {
@@ -104,14 +106,14 @@ impl Engine {
             return Rejected(OrderRejection::UnknownOrder);
         };
         let order = guard.order;
-        if order.user_id != user_id {
+        if !self.users.is(order.user, user_id) {
             return Rejected(OrderRejection::UnknownOrder);
         }
         match order.state {
             OrderState::Reserved => {}
             OrderState::Cancelled => {
                 return Done {
-                    order: Self::view_of(&sale, order_id, &order),
+                    order: self.view_of(&sale, order_id, &order),
                     changed: false,
                 }
             }
@@ -127,10 +129,10 @@ impl Engine {
         }
         // Logged before the units return: a buyer who gets them is logged after.
         guard.set_state(OrderState::Cancelled);
-        let view = Self::view_of(&sale, order_id, &guard.order);
+        let view = self.view_of(&sale, order_id, &guard.order);
         drop(guard);
-        gate::give_back(&sale.remaining, u64::from(view.qty));
-        shard.release_holding(sale.ordinal, view.user_id, view.qty);
+        gate::give_back(&sale.remaining, u64::from(order.qty));
+        shard.release_holding(sale.ordinal, order.user, order.qty);
         Done {
             order: view,
             changed: true,
@@ -178,7 +180,7 @@ impl Engine {
                 }
                 heap.pop();
                 guard.set_state(OrderState::Expired);
-                let (qty, user) = (guard.order.qty, guard.order.user_id);
+                let (qty, user) = (guard.order.qty, guard.order.user);
                 drop(guard);
                 gate::give_back(&sale.remaining, u64::from(qty));
                 shard.release_holding(sale.ordinal, user, qty);

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crossbeam_utils::Backoff;
 
 use crate::types::{OrderState, ORDER_SEQ_BITS};
+use crate::users::UserRef;
 
 /// Slots in the first bucket; bucket `b` holds `FIRST_BUCKET << b`.
 const FIRST_BUCKET_BITS: u32 = 10;
@@ -52,21 +53,29 @@ fn decode_state(word: u64) -> Option<OrderState> {
     }
 }
 
-/// One order: 24 bytes, all atomics so that zeroed memory is a valid, vacant slot.
+/// One order: 24 bytes, all atomics so that zeroed memory is a valid, vacant
+/// slot. The owner is its interned handle (`UserRef`); the id's bytes live
+/// once per user in the user table, not once per order.
 #[repr(C)]
 struct OrderSlot {
     word: AtomicU64,
-    user_id: AtomicU64,
+    user: AtomicU64,
     expires_at_ms: AtomicU64,
 }
 
 /// A plain copy of one order. `created_at_ms` is derived from the sale's TTL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct OrderEntry {
-    pub user_id: u64,
+    pub user: UserRef,
     pub expires_at_ms: u64,
     pub qty: u32,
     pub state: OrderState,
+}
+
+/// The owner of a written slot. Only `insert` stores it, from a `UserRef`.
+fn user_of(slot: &OrderSlot) -> UserRef {
+    let user = slot.user.load(Ordering::Relaxed);
+    UserRef(u32::try_from(user).expect("a slot's owner is a UserRef"))
 }
 
 fn locate(seq: u64) -> (usize, usize) {
@@ -144,7 +153,7 @@ impl OrderTable {
         if slot.word.load(Ordering::Acquire) != VACANT {
             return false;
         }
-        slot.user_id.store(order.user_id, Ordering::Relaxed);
+        slot.user.store(u64::from(order.user.0), Ordering::Relaxed);
         slot.expires_at_ms
             .store(order.expires_at_ms, Ordering::Relaxed);
         let word = (u64::from(order.qty) << QTY_SHIFT) | encode_state(order.state);
@@ -158,7 +167,7 @@ impl OrderTable {
         let word = slot.word.load(Ordering::Acquire);
         let state = decode_state(word)?;
         Some(OrderEntry {
-            user_id: slot.user_id.load(Ordering::Relaxed),
+            user: user_of(slot),
             expires_at_ms: slot.expires_at_ms.load(Ordering::Relaxed),
             qty: (word >> QTY_SHIFT) as u32,
             state,
@@ -184,7 +193,7 @@ impl OrderTable {
                     .is_ok()
             {
                 let order = OrderEntry {
-                    user_id: slot.user_id.load(Ordering::Relaxed),
+                    user: user_of(slot),
                     expires_at_ms: slot.expires_at_ms.load(Ordering::Relaxed),
                     qty: (word >> QTY_SHIFT) as u32,
                     state: decode_state(word).expect("checked above"),
@@ -263,7 +272,7 @@ mod tests {
         assert_eq!(table.get(5), None);
         assert!(table.lock(5).is_none());
         let order = OrderEntry {
-            user_id: 9,
+            user: UserRef(9),
             expires_at_ms: 77,
             qty: 3,
             state: OrderState::Reserved,

@@ -15,6 +15,7 @@ use crate::event::Event;
 use crate::orders::{OrderEntry, OrderTable};
 use crate::sync::{AtomicU64, Ordering};
 use crate::types::{OrderState, Rejection, SalePhase, SaleSpec, SaleView};
+use crate::users::UserRef;
 
 /// What an operator last set on a sale. Stored as its byte in
 /// [`SaleEntry::status`] so the purchase gate reads it with one load; the
@@ -100,12 +101,12 @@ impl SaleEntry {
     pub(crate) fn insert_reserved(
         &self,
         seq: u64,
-        user_id: u64,
+        user: UserRef,
         qty: u32,
         expires_at_ms: u64,
     ) -> bool {
         let order = OrderEntry {
-            user_id,
+            user,
             expires_at_ms,
             qty,
             state: OrderState::Reserved,

@@ -19,14 +19,15 @@ use parking_lot::Mutex;
 use crate::gate;
 use crate::sale::SaleEntry;
 use crate::sync::{AtomicU32, Ordering};
+use crate::users::UserRef;
 
 /// Marks an idempotency entry whose admission is being decided right now.
 pub(crate) const IDEM_PENDING: u64 = u64::MAX;
 
 /// Multiplicative hasher for maps whose keys no client can insert (the SKUs
 /// of a shard's sales, which only an operator creates). Keys a client chooses
-/// (user ids, request ids) use [`KeyedBuild`] instead, randomly keyed against
-/// hash flooding.
+/// or can steer (request ids; users, whose handles follow their ids) use
+/// [`KeyedBuild`] instead, randomly keyed against hash flooding.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -60,9 +61,9 @@ pub(crate) struct SkuShard {
     pub(crate) sales: ArcSwap<HashMap<Arc<str>, Arc<SaleEntry>, IdBuild>>,
     /// Units each user holds (reserved + paid) per sale ordinal. Entries at 0
     /// are removed so the map is bounded by live holdings.
-    pub(crate) holdings: DashMap<(u32, u64), AtomicU32, KeyedBuild>,
+    pub(crate) holdings: DashMap<(u32, UserRef), AtomicU32, KeyedBuild>,
     /// (user, request id) → order id, or `IDEM_PENDING` while being decided.
-    pub(crate) idempotency: DashMap<(u64, u64), u64, KeyedBuild>,
+    pub(crate) idempotency: DashMap<(UserRef, u64), u64, KeyedBuild>,
     /// Admissions not yet moved into `expiry_heap`: producers push here without
     /// a lock; only the expiry tick takes the heap's lock.
     pub(crate) expiry_incoming: SegQueue<(u64, u64)>,
@@ -84,10 +85,10 @@ impl SkuShard {
     /// Releases `qty` of `user`'s holding in sale `ordinal`, dropping the
     /// entry at zero. Removal takes the map's write lock, so no thread is in
     /// the middle of `try_hold` on that counter when it goes.
-    pub(crate) fn release_holding(&self, ordinal: u32, user_id: u64, qty: u32) {
+    pub(crate) fn release_holding(&self, ordinal: u32, user: UserRef, qty: u32) {
         // One hash and one probe under the write lock.
-        let Entry::Occupied(held) = self.holdings.entry((ordinal, user_id)) else {
-            panic!("released a holding of user {user_id} in sale {ordinal} that does not exist");
+        let Entry::Occupied(held) = self.holdings.entry((ordinal, user)) else {
+            panic!("released a holding of user {user:?} in sale {ordinal} that does not exist");
         };
         gate::release(held.get(), qty);
         if held.get().load(Ordering::Acquire) == 0 {
@@ -97,8 +98,8 @@ impl SkuShard {
 
     /// Adds `qty` to `user`'s holding in sale `ordinal` if that keeps it
     /// within `limit`; a refused first hold leaves no entry behind.
-    pub(crate) fn try_hold(&self, ordinal: u32, user_id: u64, qty: u32, limit: u32) -> bool {
-        let key = (ordinal, user_id);
+    pub(crate) fn try_hold(&self, ordinal: u32, user: UserRef, qty: u32, limit: u32) -> bool {
+        let key = (ordinal, user);
         // Straight to the entry: in a flash sale most buyers are new, and a
         // lookup first would hash the key twice for them.
         let held = self

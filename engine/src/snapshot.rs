@@ -22,6 +22,7 @@ impl Engine {
             orders: self.order_records(),
             holdings: self.holding_parts(),
             idempotency: self.idempotency_parts(),
+            users: self.users.len(),
         }
     }
 
@@ -76,7 +77,7 @@ impl Engine {
         for o in released.chain(holding) {
             sink.emit(&Event::Admitted {
                 order_id: o.order_id,
-                user_id: o.user_id,
+                user_id: o.user_id.clone(),
                 qty: o.qty,
                 request_id: request_ids.get(&o.order_id).copied(),
                 created_at_ms: o.created_at_ms,
@@ -141,7 +142,7 @@ impl Engine {
                 };
                 out.push(OrderRecord {
                     order_id: OrderId::new(sale.ordinal, seq).0,
-                    user_id: o.user_id,
+                    user_id: self.users.name(o.user).into(),
                     qty: o.qty,
                     state: o.state,
                     created_at_ms: sale.created_at(&o),
@@ -152,14 +153,15 @@ impl Engine {
         out
     }
 
-    /// ((sale ordinal, user), units held), nonzero only, sorted.
-    fn holding_parts(&self) -> Vec<((u32, u64), u32)> {
+    /// ((sale ordinal, user id), units held), nonzero only, sorted.
+    fn holding_parts(&self) -> Vec<((u32, String), u32)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             for entry in shard.holdings.iter() {
                 let held = entry.value().load(Ordering::Acquire);
                 if held > 0 {
-                    out.push((*entry.key(), held));
+                    let (ordinal, user) = *entry.key();
+                    out.push(((ordinal, self.users.name(user).into()), held));
                 }
             }
         }
@@ -167,13 +169,14 @@ impl Engine {
         out
     }
 
-    /// ((user, request id), order id) of decided admissions, sorted.
-    fn idempotency_parts(&self) -> Vec<((u64, u64), u64)> {
+    /// ((user id, request id), order id) of decided admissions, sorted.
+    fn idempotency_parts(&self) -> Vec<((String, u64), u64)> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             for entry in shard.idempotency.iter() {
                 if *entry.value() != IDEM_PENDING {
-                    out.push((*entry.key(), *entry.value()));
+                    let (user, request_id) = *entry.key();
+                    out.push(((self.users.name(user).into(), request_id), *entry.value()));
                 }
             }
         }

@@ -29,7 +29,7 @@ pub struct SaleState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderRecord {
     pub order_id: u64,
-    pub user_id: u64,
+    pub user_id: String,
     pub qty: u32,
     pub state: OrderState,
     pub created_at_ms: u64,
@@ -41,8 +41,11 @@ pub struct OrderRecord {
 pub struct EngineState {
     pub sales: Vec<SaleState>,
     pub orders: Vec<OrderRecord>,
-    /// ((sale ordinal, user), units held), nonzero only.
-    pub holdings: Vec<((u32, u64), u32)>,
-    /// ((user, request id), order id).
-    pub idempotency: Vec<((u64, u64), u64)>,
+    /// ((sale ordinal, user id), units held), nonzero only.
+    pub holdings: Vec<((u32, String), u32)>,
+    /// ((user id, request id), order id).
+    pub idempotency: Vec<((String, u64), u64)>,
+    /// Distinct users the engine holds: every buyer with an order (a live
+    /// engine may hold more while purchases are being decided).
+    pub users: u64,
 }

@@ -7,6 +7,9 @@ use crate::event::SinkError;
 
 /// Longest SKU id accepted, in bytes.
 pub const SKU_LEN_MAX: usize = 64;
+/// Longest user id accepted, in bytes (of UTF-8). User ids are the shop's
+/// (a token's `sub`): any string of 1 to this many bytes.
+pub const USER_ID_LEN_MAX: usize = 128;
 /// Largest quantity one purchase may ask for, and largest per-user limit.
 pub const QTY_MAX: u32 = 1_000_000;
 /// Largest total stock of one sale (initial plus every top-up).
@@ -101,6 +104,12 @@ pub fn validate_new_sku(sku: &str) -> Result<(), SkuError> {
         return Err(SkuError::DotSegment);
     }
     Ok(())
+}
+
+/// Checks a user id: 1 to [`USER_ID_LEN_MAX`] bytes. Any characters: two
+/// ids are the same user exactly when their bytes are equal.
+pub fn valid_user_id(user_id: &str) -> bool {
+    (1..=USER_ID_LEN_MAX).contains(&user_id.len())
 }
 
 /// What an operator asks for when creating a sale.
@@ -214,11 +223,11 @@ pub enum SaleOpError {
     Unavailable(SinkError),
 }
 
-/// An admitted purchase.
+/// An admitted purchase. Its buyer is the user who asked (not repeated
+/// here, so this stays `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Admission {
     pub order_id: OrderId,
-    pub user_id: u64,
     pub qty: u32,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
@@ -241,6 +250,11 @@ pub enum Rejection {
     InProgress,
     /// The sale has made `EngineConfig::max_orders_per_sale` orders.
     OrderLimit,
+    /// The user id is empty or longer than [`USER_ID_LEN_MAX`] bytes.
+    InvalidUser,
+    /// The engine holds as many distinct buyers as its user table can
+    /// (2^32 less hash imbalance: buyers with orders, plus requests in flight).
+    UsersFull,
     Unavailable(SinkError),
 }
 
@@ -261,6 +275,8 @@ crate::labelled_enum! {
         RequestIdReused => "request_id_reused",
         InProgress => "in_progress",
         OrderLimit => "order_limit",
+        InvalidUser => "invalid_user",
+        UsersFull => "users_full",
         Unavailable => "unavailable",
     }
 }
@@ -280,6 +296,8 @@ impl Rejection {
             Rejection::RequestIdReused => RejectionKind::RequestIdReused,
             Rejection::InProgress => RejectionKind::InProgress,
             Rejection::OrderLimit => RejectionKind::OrderLimit,
+            Rejection::InvalidUser => RejectionKind::InvalidUser,
+            Rejection::UsersFull => RejectionKind::UsersFull,
             Rejection::Unavailable(_) => RejectionKind::Unavailable,
         }
     }
@@ -353,7 +371,7 @@ impl OrderState {
 pub struct OrderView {
     pub order_id: OrderId,
     pub sku: Arc<str>,
-    pub user_id: u64,
+    pub user_id: Arc<str>,
     pub qty: u32,
     pub state: OrderState,
     pub created_at_ms: u64,

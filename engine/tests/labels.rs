@@ -48,6 +48,8 @@ fn rejection_labels_come_from_all() {
         Rejection::UnknownSku,
         Rejection::InvalidSku,
         Rejection::InvalidQuantity,
+        Rejection::InvalidUser,
+        Rejection::UsersFull,
         Rejection::RequestIdReused,
         Rejection::InProgress,
         Rejection::OrderLimit,

@@ -8,6 +8,16 @@ use engine::*;
 use proptest::prelude::*;
 
 const SKUS: [&str; 3] = ["hot", "cold.1", "x-2"];
+/// The buyers: a UUID, multibyte UTF-8 (two spellings of one glyph, which
+/// are different ids), ids one byte apart, and the longest id allowed.
+const USERS: [&str; 6] = [
+    "8f14e45f-ceea-467f-a0e1-4f3a8b2c9d10",
+    "ü",
+    "u\u{308}",
+    "u_81723",
+    "u_81723 ",
+    "ß漢字🙂xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+];
 
 #[derive(Clone, Debug)]
 enum ModelOp {
@@ -20,7 +30,7 @@ enum ModelOp {
     },
     Purchase {
         sku: usize,
-        user: u64,
+        user: usize,
         qty: u32,
         request: Option<u64>,
     },
@@ -29,7 +39,7 @@ enum ModelOp {
     },
     Cancel {
         order: usize,
-        user: u64,
+        user: usize,
     },
     Expire,
     AddStock {
@@ -58,10 +68,10 @@ fn op() -> impl Strategy<Value = ModelOp> {
                 window: window.map(|(s, len)| (s, s + len)),
                 ttl,
             }),
-        8 => (0..3usize, 0..4u64, 0..4u32, proptest::option::of(0..4u64))
+        8 => (0..3usize, 0..USERS.len(), 0..4u32, proptest::option::of(0..4u64))
             .prop_map(|(sku, user, qty, request)| ModelOp::Purchase { sku, user, qty, request }),
         2 => (0..40usize).prop_map(|order| ModelOp::Pay { order }),
-        2 => (0..40usize, 0..4u64).prop_map(|(order, user)| ModelOp::Cancel { order, user }),
+        2 => (0..40usize, 0..USERS.len()).prop_map(|(order, user)| ModelOp::Cancel { order, user }),
         1 => Just(ModelOp::Expire),
         1 => (0..3usize, 0..4u64).prop_map(|(sku, add)| ModelOp::AddStock { sku, add }),
         1 => (0..3usize).prop_map(|sku| ModelOp::Pause { sku }),
@@ -88,7 +98,7 @@ struct MSale {
 #[derive(Clone, Debug)]
 struct MOrder {
     sku: usize,
-    user: u64,
+    user: usize,
     qty: u32,
     state: OrderState,
     created: u64,
@@ -101,8 +111,8 @@ struct Model {
     sales: BTreeMap<usize, MSale>,
     ordinals: u32,
     orders: BTreeMap<u64, MOrder>,
-    held: BTreeMap<(usize, u64), u32>,
-    idem: BTreeMap<(u64, u64), u64>,
+    held: BTreeMap<(usize, usize), u32>,
+    idem: BTreeMap<(usize, u64), u64>,
 }
 
 impl Model {
@@ -143,7 +153,7 @@ impl Model {
     fn purchase(
         &mut self,
         sku: usize,
-        user: u64,
+        user: usize,
         qty: u32,
         request: Option<u64>,
         now: u64,
@@ -163,7 +173,6 @@ impl Model {
                 }
                 return Replayed(Admission {
                     order_id: OrderId(id),
-                    user_id: user,
                     qty,
                     created_at_ms: o.created,
                     expires_at_ms: o.expires,
@@ -211,7 +220,6 @@ impl Model {
         }
         Admitted(Admission {
             order_id: id,
-            user_id: user,
             qty,
             created_at_ms: now,
             expires_at_ms: expires,
@@ -250,7 +258,7 @@ impl Model {
         Ok(true)
     }
 
-    fn cancel(&mut self, id: u64, user: u64) -> Result<bool, OrderRejection> {
+    fn cancel(&mut self, id: u64, user: usize) -> Result<bool, OrderRejection> {
         let Some(o) = self.orders.get(&id).cloned() else {
             return Err(OrderRejection::UnknownOrder);
         };
@@ -315,8 +323,19 @@ fn order_ids(model: &Model) -> Vec<u64> {
     model.orders.keys().copied().collect()
 }
 
-fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
-    let engine = Engine::new(EngineConfig::with_shards(shards));
+/// An engine keyed as in production, or one where every user id has the
+/// same hash: the outcomes must be the same.
+fn new_engine(shards: u32, colliding: bool) -> Engine {
+    let config = EngineConfig::with_shards(shards);
+    if colliding {
+        Engine::with_colliding_user_hashes(config)
+    } else {
+        Engine::new(config)
+    }
+}
+
+fn run(ops: Vec<ModelOp>, shards: u32, colliding: bool) -> Result<(), TestCaseError> {
+    let engine = new_engine(shards, colliding);
     let mut model = Model::default();
     let mut events: Vec<Event> = Vec::new();
     let mut now = 1_000u64;
@@ -353,7 +372,7 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
                 qty,
                 request,
             } => {
-                let got = engine.purchase(SKUS[sku], user, qty, request, now, &mut events);
+                let got = engine.purchase(SKUS[sku], USERS[user], qty, request, now, &mut events);
                 let want = model.purchase(sku, user, qty, request, now);
                 prop_assert_eq!(got, want);
             }
@@ -372,7 +391,7 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
             ModelOp::Cancel { order, user } => {
                 let ids = order_ids(&model);
                 let id = ids.get(order).copied().unwrap_or(7);
-                let got = match engine.cancel(OrderId(id), user, now, &mut events) {
+                let got = match engine.cancel(OrderId(id), USERS[user], now, &mut events) {
                     OrderOutcome::Done { order, changed } => {
                         prop_assert_eq!(order.state, OrderState::Cancelled);
                         Ok(changed)
@@ -421,9 +440,21 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
     prop_assert_eq!(live.orders.len(), model.orders.len());
     for o in &live.orders {
         let m = &model.orders[&o.order_id];
-        prop_assert_eq!((o.user_id, o.qty, o.state), (m.user, m.qty, m.state));
+        prop_assert_eq!(
+            (o.user_id.as_str(), o.qty, o.state),
+            (USERS[m.user], m.qty, m.state)
+        );
+        let view = engine.order(OrderId(o.order_id)).unwrap();
+        prop_assert_eq!(&*view.user_id, USERS[m.user]);
     }
-    for &((ordinal, user), held) in &live.holdings {
+    // The engine holds exactly the users with orders: refused purchases
+    // left nothing behind.
+    let owners: std::collections::BTreeSet<usize> = model.orders.values().map(|o| o.user).collect();
+    prop_assert_eq!(live.users, owners.len() as u64);
+    prop_assert_eq!(engine.user_count(), owners.len() as u64);
+    for ((ordinal, user), held) in &live.holdings {
+        let (ordinal, held) = (*ordinal, *held);
+        let user = USERS.iter().position(|u| u == user).unwrap();
         let sku = model
             .sales
             .iter()
@@ -436,7 +467,7 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
 
     // Replaying the log rebuilds the same state, on a different shard count too.
     for replay_shards in [shards, shards % 3 + 1] {
-        let replayed = Engine::new(EngineConfig::with_shards(replay_shards));
+        let replayed = new_engine(replay_shards, colliding);
         for e in &events {
             replayed
                 .apply(e)
@@ -448,7 +479,7 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
     // So does the compact stream a snapshot stores.
     let mut exported = Vec::new();
     engine.export(&mut exported).unwrap();
-    let restored = Engine::new(EngineConfig::with_shards(shards));
+    let restored = new_engine(shards, !colliding);
     for e in &exported {
         restored
             .apply(e)
@@ -461,7 +492,11 @@ fn run(ops: Vec<ModelOp>, shards: u32) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
     #[test]
-    fn engine_matches_model(ops in proptest::collection::vec(op(), 1..120), shards in 1..4u32) {
-        run(ops, shards)?;
+    fn engine_matches_model(
+        ops in proptest::collection::vec(op(), 1..120),
+        shards in 1..4u32,
+        colliding in proptest::bool::weighted(0.3),
+    ) {
+        run(ops, shards, colliding)?;
     }
 }

@@ -49,12 +49,14 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
                 let mut rng = StdRng::seed_from_u64(t);
                 let mut mine = Vec::new();
                 for i in 0..attempts {
-                    let user = rng.gen_range(0..USERS);
+                    let user = format!("user-{}", rng.gen_range(0..USERS));
                     // Half the attempts carry a request id, some repeated.
                     let request = (i % 2 == 0).then(|| rng.gen_range(0..3u64));
-                    match engine.purchase("hot", user, 1, request, 1_000, DiscardSink) {
-                        PurchaseOutcome::Admitted(a) => mine.push(a),
-                        PurchaseOutcome::Replayed(a) => assert_eq!(a.user_id, user),
+                    match engine.purchase("hot", &user, 1, request, 1_000, DiscardSink) {
+                        PurchaseOutcome::Admitted(a) => mine.push((user, a)),
+                        PurchaseOutcome::Replayed(a) => {
+                            assert_eq!(*engine.order(a.order_id).unwrap().user_id, *user)
+                        }
                         PurchaseOutcome::Rejected(Rejection::SoldOut) => {
                             sold_out.fetch_add(1, Ordering::Relaxed);
                         }
@@ -71,9 +73,9 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
     });
     let admitted = admitted.into_inner().unwrap();
     assert_eq!(admitted.len() as u64, STOCK, "admitted exactly the stock");
-    let mut per_user: HashMap<u64, u32> = HashMap::new();
-    for a in &admitted {
-        *per_user.entry(a.user_id).or_default() += a.qty;
+    let mut per_user: HashMap<&str, u32> = HashMap::new();
+    for (user, a) in &admitted {
+        *per_user.entry(user).or_default() += a.qty;
     }
     assert!(
         per_user.values().all(|&q| q <= 1),
@@ -93,8 +95,8 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
         for _ in 0..2 {
             let (engine, admitted, cancelled) = (&engine, &admitted, &cancelled);
             s.spawn(move || {
-                for a in &admitted[..third] {
-                    match engine.cancel(a.order_id, a.user_id, 2_000, DiscardSink) {
+                for (user, a) in &admitted[..third] {
+                    match engine.cancel(a.order_id, user, 2_000, DiscardSink) {
                         OrderOutcome::Done { changed: true, .. } => {
                             cancelled.fetch_add(1, Ordering::Relaxed);
                         }
@@ -107,7 +109,7 @@ fn hot_sku_admits_exactly_the_stock_and_returns_it_exactly() {
         for _ in 0..2 {
             let (engine, admitted, paid) = (&engine, &admitted, &paid);
             s.spawn(move || {
-                for a in &admitted[third..2 * third] {
+                for (_, a) in &admitted[third..2 * third] {
                     if let OrderOutcome::Done { changed: true, .. } =
                         engine.pay(a.order_id, 2_000, DiscardSink)
                     {
@@ -180,12 +182,12 @@ fn many_skus_conserve_stock_and_limits() {
                     now += 1;
                     let sku = &skus[rng.gen_range(0..skus.len())];
                     let qty = rng.gen_range(1..=3);
-                    let user = rng.gen_range(0..300);
+                    let user = format!("🙂{}", rng.gen_range(0..300));
                     if let PurchaseOutcome::Admitted(a) =
-                        engine.purchase(sku, user, qty, None, now, DiscardSink)
+                        engine.purchase(sku, &user, qty, None, now, DiscardSink)
                     {
                         if rng.gen_bool(0.3) {
-                            engine.cancel(a.order_id, user, now, DiscardSink);
+                            engine.cancel(a.order_id, &user, now, DiscardSink);
                         } else if rng.gen_bool(0.3) {
                             engine.pay(a.order_id, now, DiscardSink);
                         }
@@ -212,14 +214,14 @@ fn many_skus_conserve_stock_and_limits() {
             sale.sku
         );
     }
-    let mut per_user: HashMap<(u32, u64), u32> = HashMap::new();
+    let mut per_user: HashMap<(u32, String), u32> = HashMap::new();
     for o in state.orders.iter().filter(|o| o.state.holds_units()) {
         *per_user
-            .entry((OrderId(o.order_id).ordinal(), o.user_id))
+            .entry((OrderId(o.order_id).ordinal(), o.user_id.clone()))
             .or_default() += o.qty;
     }
     assert!(per_user.values().all(|&q| q <= 3));
-    let held: HashMap<(u32, u64), u32> = state.holdings.iter().copied().collect();
+    let held: HashMap<(u32, String), u32> = state.holdings.iter().cloned().collect();
     assert_eq!(
         held, per_user,
         "quota counters equal the units held by orders"
@@ -252,11 +254,13 @@ fn concurrent_duplicates_admit_once() {
             let (engine, admitted) = (&engine, &admitted);
             s.spawn(move || {
                 for r in 0..rounds {
-                    match engine.purchase("dup", 7, 1, Some(r), 1, DiscardSink) {
+                    match engine.purchase("dup", "7", 1, Some(r), 1, DiscardSink) {
                         PurchaseOutcome::Admitted(_) => {
                             admitted.fetch_add(1, Ordering::Relaxed);
                         }
-                        PurchaseOutcome::Replayed(a) => assert_eq!(a.user_id, 7),
+                        PurchaseOutcome::Replayed(a) => {
+                            assert_eq!(&*engine.order(a.order_id).unwrap().user_id, "7")
+                        }
                         PurchaseOutcome::Rejected(Rejection::InProgress) => {}
                         other => panic!("unexpected {other:?}"),
                     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use engine::Engine;
 use parking_lot::Mutex;
 
+use crate::buyer_auth::{BuyerAuth, BuyerAuthError};
 pub use crate::clock::unix_ms;
 use crate::config::Config;
 use crate::export::relay::{ExportRelay, RelayOptions};
@@ -67,6 +68,8 @@ impl Core {
 /// State shared by every connection.
 pub struct App {
     pub config: Config,
+    /// How buyers prove who they are, with its key material loaded.
+    pub buyer_auth: BuyerAuth,
     pub limiter: RateLimiter,
     pub metrics: Metrics,
     core: OnceLock<Core>,
@@ -85,12 +88,15 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<App> {
+    /// The app for `config`; reads the buyer-auth key material, whose
+    /// absence or mismatch (jwt mode without a secret, say) is the error.
+    pub fn new(config: Config) -> Result<Arc<App>, BuyerAuthError> {
         let export_max_lag_bytes = match config.export.postgres_url {
             Some(_) => config.export.max_lag_bytes,
             None => u64::MAX,
         };
-        Arc::new(App {
+        Ok(Arc::new(App {
+            buyer_auth: BuyerAuth::load(&config.buyer_auth)?,
             limiter: RateLimiter::new(&config.rate_limit),
             config,
             metrics: Metrics::default(),
@@ -101,7 +107,22 @@ impl App {
             stopping: AtomicBool::new(false),
             ticker: Mutex::new(None),
             export_relay: Mutex::new(None),
-        })
+        }))
+    }
+
+    /// The client's address for rate limiting: the peer's, or what a
+    /// trusted proxy says in `X-Forwarded-For` (`rate_limit.trusted_proxies`).
+    #[inline]
+    pub fn client_ip(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &hyper::HeaderMap,
+    ) -> std::net::IpAddr {
+        if self.config.trusted_proxies.nets.is_empty() {
+            return peer;
+        }
+        let forwarded = headers.get("x-forwarded-for").map(|v| v.as_bytes());
+        crate::ratelimit::client_ip(peer, forwarded, &self.config.trusted_proxies)
     }
 
     /// Makes a recovered engine and its log live and starts the expiry ticker.

@@ -16,6 +16,7 @@
 
 pub mod alloc;
 pub mod app;
+pub mod buyer_auth;
 mod clock;
 pub mod config;
 mod drain;

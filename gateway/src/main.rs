@@ -27,6 +27,27 @@ enum Command {
         #[arg(long, default_value = "./config.toml")]
         config: PathBuf,
     },
+    /// Mint a development buyer token (HS256, from the configured
+    /// buyer_auth.secret or secret_file; iss and aud as configured), and
+    /// print it. For trying the API in jwt mode; production tokens come
+    /// from the shop's login service.
+    Token {
+        /// The user the token names (its sub): 1 to 128 bytes.
+        #[arg(long)]
+        user: String,
+        /// How long the token is valid: seconds, or with a unit (30s, 10m, 2h).
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        /// Limit the token to these SKUs (repeat for more); default: any.
+        #[arg(long = "sku")]
+        skus: Vec<String>,
+        /// Mint this many tokens, one per line, for users USER0, USER1, …
+        /// (benchmarks: a wrk script picks from the list).
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, default_value = "./config.toml")]
+        config: PathBuf,
+    },
     /// Inspect the write-ahead log.
     Wal {
         #[command(subcommand)]
@@ -78,6 +99,26 @@ fn main() -> ExitCode {
             once,
             config,
         } => export(&config, wal_dir, postgres, once),
+        Command::Token {
+            user,
+            ttl,
+            skus,
+            count,
+            config,
+        } => match tokens(&config, &user, &ttl, skus, count) {
+            Ok(tokens) => {
+                use std::io::Write as _;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for token in tokens {
+                    let _ = writeln!(out, "{token}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("flashsale token: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Wal { command } => match command {
             WalCommand::Verify { dir } => match wal::verify(&dir) {
                 Ok(report) => {
@@ -103,6 +144,75 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `flashsale token`: HS256 tokens for `user` (or, with `count`, for
+/// `user0`, `user1`, …), valid for `ttl`.
+fn tokens(
+    config_path: &Path,
+    user: &str,
+    ttl: &str,
+    skus: Vec<String>,
+    count: Option<u64>,
+) -> Result<Vec<String>> {
+    let config = load_config(config_path)?;
+    let auth = &config.buyer_auth;
+    if auth.algorithm != gateway::config::JwtAlgorithm::Hs256 {
+        anyhow::bail!(
+            "buyer_auth.algorithm is {}: only HS256 tokens can be minted here (their              private key belongs to the shop's login service)",
+            auth.algorithm.as_str()
+        );
+    }
+    let users: Vec<String> = match count {
+        None => vec![user.to_string()],
+        Some(n) => (0..n).map(|i| format!("{user}{i}")).collect(),
+    };
+    if let Some(bad) = users.iter().find(|u| !engine::valid_user_id(u)) {
+        anyhow::bail!(
+            "user {bad:?} must be 1 to {} bytes",
+            engine::USER_ID_LEN_MAX
+        );
+    }
+    let secret = gateway::buyer_auth::hs256_secret(auth)?;
+    let ttl_s = parse_ttl(ttl).with_context(|| format!("--ttl {ttl:?}"))?;
+    let now = gateway::app::unix_ms() / 1000;
+    let skus = (!skus.is_empty()).then_some(skus);
+    let mint = |sub: String| {
+        let claims = gateway::buyer_auth::BuyerClaims {
+            sub,
+            exp: now + ttl_s,
+            nbf: None,
+            iat: Some(now),
+            iss: auth.issuer.clone(),
+            aud: auth.audience.clone(),
+            skus: skus.clone(),
+        };
+        gateway::buyer_auth::mint_hs256(&secret, &claims)
+    };
+    Ok(users.into_iter().map(mint).collect())
+}
+
+/// `90`, `90s`, `10m`, `2h`, `1d` as seconds.
+fn parse_ttl(text: &str) -> Result<u64> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .context("expected a number of seconds, or 30s, 10m, 2h, 1d")?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => anyhow::bail!("unknown unit {other:?} (s, m, h or d)"),
+    };
+    let secs = n
+        .checked_mul(scale)
+        .filter(|&s| s > 0)
+        .context("must be above 0")?;
+    Ok(secs)
 }
 
 fn load_config(path: &Path) -> Result<Config> {
@@ -175,6 +285,19 @@ async fn serve_async(config: Config) -> Result<()> {
         tracing::warn!(
             "wal.fsync = \"never\": acknowledged orders can be lost on a crash (benchmarks only)"
         );
+    }
+    match config.buyer_auth.mode {
+        gateway::config::BuyerAuthMode::Jwt => {}
+        gateway::config::BuyerAuthMode::Header => tracing::warn!(
+            header = %config.buyer_auth.user_header,
+            "buyer_auth.mode = \"header\": buyers are whoever the {} header names; \
+             serve only behind a gateway that authenticates them and sets it",
+            config.buyer_auth.user_header
+        ),
+        gateway::config::BuyerAuthMode::Body => tracing::warn!(
+            "buyer_auth.mode = \"body\": clients name themselves (user_id in the body); \
+             anyone can buy as anyone (benchmarks and tests only)"
+        ),
     }
     // On a non-loopback address the loader refuses the default token.
     if config.server.admin_token == gateway::config::ADMIN_TOKEN_DEFAULT {

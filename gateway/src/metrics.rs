@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use engine::{Rejection, RejectionKind};
 
+use crate::buyer_auth::AuthFailure;
+
 use crate::http::route::Route;
 
 engine::labelled_enum! {
@@ -17,6 +19,7 @@ engine::labelled_enum! {
         Created => "201",
         BadRequest => "400",
         Unauthorized => "401",
+        Forbidden => "403",
         NotFound => "404",
         MethodNotAllowed => "405",
         RequestTimeout => "408",
@@ -41,6 +44,7 @@ impl Status {
             201 => Status::Created,
             400 => Status::BadRequest,
             401 => Status::Unauthorized,
+            403 => Status::Forbidden,
             404 => Status::NotFound,
             405 => Status::MethodNotAllowed,
             408 => Status::RequestTimeout,
@@ -65,6 +69,7 @@ pub struct Metrics {
     pub admissions: AtomicU64,
     pub replays: AtomicU64,
     rejections: [AtomicU64; RejectionKind::COUNT],
+    buyer_auth_rejections: [AtomicU64; AuthFailure::COUNT],
     pub rate_limited: AtomicU64,
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
@@ -81,6 +86,16 @@ impl Metrics {
     #[inline]
     pub fn rejection(&self, r: Rejection) {
         self.rejections[r.kind() as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A buyer credential refused, by why (never told to the client).
+    #[inline]
+    pub fn buyer_auth_rejection(&self, why: AuthFailure) {
+        self.buyer_auth_rejections[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn buyer_auth_rejections_of(&self, why: AuthFailure) -> u64 {
+        self.buyer_auth_rejections[why as usize].load(Ordering::Relaxed)
     }
 
     pub fn requests_of(&self, route: Route, status: u16) -> u64 {
@@ -169,6 +184,18 @@ impl Metrics {
                 "flashsale_rejections_total{{reason=\"{}\"}} {}",
                 kind.as_str(),
                 load(&self.rejections[kind as usize])
+            );
+        }
+        out.push_str(
+            "# HELP flashsale_buyer_auth_rejections_total Buyer credentials refused, by reason.\n",
+        );
+        out.push_str("# TYPE flashsale_buyer_auth_rejections_total counter\n");
+        for why in AuthFailure::ALL {
+            let _ = writeln!(
+                out,
+                "flashsale_buyer_auth_rejections_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                load(&self.buyer_auth_rejections[why as usize])
             );
         }
         out.push_str("# HELP flashsale_sale_remaining Units of a sale not held by any order.\n");

@@ -20,14 +20,15 @@
 //! decision itself is pure (benchmarks, tests); [`RateLimiter::now_ns`] reads
 //! tokio's clock, which tests pause and advance.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::config::RateLimitConfig;
+use crate::config::{RateLimitConfig, TrustedProxies};
 
 /// Most per-client buckets held at once (over all shards), per key kind.
 pub const CLIENTS_MAX: usize = 1 << 20;
@@ -121,7 +122,7 @@ pub struct KeyedBuckets<K> {
     pub overflowed: AtomicU64,
 }
 
-impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
+impl<K: Hash + Eq> KeyedBuckets<K> {
     fn new(gcra: Gcra, capacity: usize) -> Self {
         let hasher = RandomState::new();
         KeyedBuckets {
@@ -140,11 +141,17 @@ impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
         }
     }
 
+    /// Decides for `key` (borrowed: a user id is looked up as `&str`, and
+    /// copied only when it gets a bucket).
     #[inline]
-    pub fn check(&self, key: K, now: u64) -> Result<(), RetryAfter> {
+    pub fn check<Q>(&self, key: &Q, now: u64) -> Result<(), RetryAfter>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         let mut shard = self.shards[index].lock();
-        if let Some(tat) = shard.tats.get_mut(&key) {
+        if let Some(tat) = shard.tats.get_mut(key) {
             *tat = self.gcra.decide(*tat, now)?;
             return Ok(());
         }
@@ -161,7 +168,7 @@ impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
                 return Ok(());
             }
         }
-        shard.tats.insert(key, new_tat);
+        shard.tats.insert(key.to_owned(), new_tat);
         Ok(())
     }
 
@@ -180,8 +187,12 @@ impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
 pub struct RateLimiter {
     origin: tokio::time::Instant,
     pub global: Option<GlobalBucket>,
-    pub users: Option<KeyedBuckets<u64>>,
+    /// Purchases per user id (its bytes; bounded like every keyed table).
+    pub users: Option<KeyedBuckets<String>>,
+    /// Other public routes per client address.
     pub ips: Option<KeyedBuckets<IpAddr>>,
+    /// Purchases per client address, IPv6 by its /64 (`per_ip_rps`).
+    pub purchase_ips: Option<KeyedBuckets<IpAddr>>,
 }
 
 impl RateLimiter {
@@ -200,6 +211,8 @@ impl RateLimiter {
             }),
             users: per_client.map(|g| KeyedBuckets::new(g, clients_max)),
             ips: per_client.map(|g| KeyedBuckets::new(g, clients_max)),
+            purchase_ips: Gcra::new(config.per_ip_rps, config.per_ip_burst)
+                .map(|g| KeyedBuckets::new(g, clients_max)),
         }
     }
 
@@ -220,7 +233,7 @@ impl RateLimiter {
     }
 
     #[inline]
-    pub fn check_user(&self, user_id: u64, now: u64) -> Result<(), RetryAfter> {
+    pub fn check_user(&self, user_id: &str, now: u64) -> Result<(), RetryAfter> {
         match &self.users {
             Some(buckets) => buckets.check(user_id, now),
             None => Ok(()),
@@ -230,15 +243,69 @@ impl RateLimiter {
     #[inline]
     pub fn check_ip(&self, ip: IpAddr, now: u64) -> Result<(), RetryAfter> {
         match &self.ips {
-            Some(buckets) => buckets.check(ip, now),
+            Some(buckets) => buckets.check(&ip, now),
+            None => Ok(()),
+        }
+    }
+
+    /// A purchase from client address `ip`, counted by [`ip_key`].
+    #[inline]
+    pub fn check_purchase_ip(&self, ip: IpAddr, now: u64) -> Result<(), RetryAfter> {
+        match &self.purchase_ips {
+            Some(buckets) => buckets.check(&ip_key(ip), now),
             None => Ok(()),
         }
     }
 
     /// Whether any limiter is on.
     pub fn enabled(&self) -> bool {
-        self.global.is_some() || self.users.is_some()
+        self.global.is_some() || self.users.is_some() || self.purchase_ips.is_some()
     }
+}
+
+/// The key an address is limited by: an IPv4 address (an IPv4-mapped IPv6
+/// one too) as it is, an IPv6 address by its /64, the smallest block a
+/// site is given: one host can hold 2^64 addresses of its /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(Ipv6Addr::from(net))
+            }
+        },
+    }
+}
+
+/// The client's address: the peer's, unless the peer is a trusted proxy
+/// and says otherwise in `X-Forwarded-For`. Then the rightmost address of
+/// the header that is not itself a trusted proxy (each proxy appends the
+/// address it heard from, so only the entries our proxies wrote are true;
+/// the leftmost ones are whatever the client sent). An entry that does
+/// not parse stops the walk at the last trusted hop.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &TrustedProxies) -> IpAddr {
+    let (Some(header), true) = (forwarded_for, !trusted.nets.is_empty()) else {
+        return peer;
+    };
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let Ok(header) = std::str::from_utf8(header) else {
+        return peer;
+    };
+    let mut client = peer;
+    for entry in header.rsplit(',') {
+        let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+            return client;
+        };
+        client = ip;
+        if !trusted.contains(ip) {
+            return ip;
+        }
+    }
+    client
 }
 
 #[cfg(test)]
@@ -253,6 +320,8 @@ mod tests {
             global_burst: global.1,
             per_client_rps: client.0,
             per_client_burst: client.1,
+            per_ip_rps: 0,
+            per_ip_burst: 0,
         }
     }
 
@@ -282,7 +351,7 @@ mod tests {
         let rl = RateLimiter::new(&config((0, 0), (0, 0)));
         for _ in 0..10_000 {
             assert!(rl.check_global(SEC).is_ok());
-            assert!(rl.check_user(1, SEC).is_ok());
+            assert!(rl.check_user("1", SEC).is_ok());
         }
         assert!(!rl.enabled());
     }
@@ -290,11 +359,11 @@ mod tests {
     #[test]
     fn clients_are_independent() {
         let rl = RateLimiter::new(&config((0, 0), (1, 2)));
-        assert!(rl.check_user(1, SEC).is_ok());
-        assert!(rl.check_user(1, SEC).is_ok());
-        let denied = rl.check_user(1, SEC).unwrap_err();
+        assert!(rl.check_user("1", SEC).is_ok());
+        assert!(rl.check_user("1", SEC).is_ok());
+        let denied = rl.check_user("1", SEC).unwrap_err();
         assert_eq!(denied.secs(), 1);
-        assert!(rl.check_user(2, SEC).is_ok());
+        assert!(rl.check_user("2", SEC).is_ok());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(rl.check_ip(ip, SEC).is_ok());
     }
@@ -303,13 +372,13 @@ mod tests {
     fn retry_after_rounds_up_to_whole_seconds() {
         let rl = RateLimiter::new(&config((0, 0), (1, 3)));
         for _ in 0..3 {
-            rl.check_user(7, SEC).unwrap();
+            rl.check_user("7", SEC).unwrap();
         }
         // A rate of 1/s with 3 spent: next token in 1 s.
-        assert_eq!(rl.check_user(7, SEC).unwrap_err().secs(), 1);
+        assert_eq!(rl.check_user("7", SEC).unwrap_err().secs(), 1);
         let rl = RateLimiter::new(&config((0, 0), (1, 1)));
-        rl.check_user(7, SEC).unwrap();
-        assert_eq!(rl.check_user(7, SEC + 1).unwrap_err().wait_ns, SEC - 1);
+        rl.check_user("7", SEC).unwrap();
+        assert_eq!(rl.check_user("7", SEC + 1).unwrap_err().wait_ns, SEC - 1);
         assert_eq!(RetryAfter { wait_ns: SEC + 1 }.secs(), 2);
         assert_eq!(RetryAfter { wait_ns: 0 }.secs(), 1);
     }
@@ -319,17 +388,83 @@ mod tests {
         let rl = RateLimiter::with_capacity(&config((0, 0), (1, 1)), SHARDS * 4);
         let users = rl.users.as_ref().unwrap();
         for user in 0..100_000u64 {
-            rl.check_user(user, SEC).unwrap();
+            rl.check_user(&user.to_string(), SEC).unwrap();
         }
         assert!(users.len() <= SHARDS * 4, "{} buckets", users.len());
         assert!(users.overflowed.load(Ordering::Relaxed) > 0);
         // Two seconds later every bucket is full again: new clients evict them.
         for user in 1_000_000..1_000_100u64 {
-            rl.check_user(user, 3 * SEC).unwrap();
+            rl.check_user(&user.to_string(), 3 * SEC).unwrap();
         }
         assert!(users.len() <= SHARDS * 4);
         // A client whose bucket was evicted is treated as new (full): allowed.
-        assert!(rl.check_user(5, 3 * SEC).is_ok());
+        assert!(rl.check_user("5", 3 * SEC).is_ok());
+    }
+
+    /// Purchases per address: an IPv6 /64 is one client, another /64 is
+    /// another; IPv4 addresses are each their own.
+    #[test]
+    fn purchases_per_ip_count_ipv6_by_its_64() {
+        let mut c = config((0, 0), (0, 0));
+        (c.per_ip_rps, c.per_ip_burst) = (1, 2);
+        let rl = RateLimiter::new(&c);
+        assert!(rl.enabled());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(rl.check_purchase_ip(a, SEC).is_ok());
+        assert!(rl.check_purchase_ip(b, SEC).is_ok());
+        assert!(
+            rl.check_purchase_ip(a, SEC).is_err(),
+            "same /64, burst spent"
+        );
+        assert!(rl.check_purchase_ip(other, SEC).is_ok());
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(rl.check_purchase_ip(v4, SEC).is_ok());
+        assert!(rl.check_purchase_ip(mapped, SEC).is_ok());
+        assert!(
+            rl.check_purchase_ip(v4, SEC).is_err(),
+            "mapped is the same address"
+        );
+        assert!(rl
+            .check_purchase_ip("192.0.2.2".parse().unwrap(), SEC)
+            .is_ok());
+        // Bounded like every keyed table.
+        let rl = RateLimiter::with_capacity(&c, SHARDS * 2);
+        for n in 0..10_000u32 {
+            let ip = IpAddr::V6(Ipv6Addr::from(u128::from(n) << 64));
+            rl.check_purchase_ip(ip, SEC).unwrap();
+        }
+        assert!(rl.purchase_ips.as_ref().unwrap().len() <= SHARDS * 2);
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, fd00::1").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let check = |peer: &str, xff: Option<&str>, want: &str| {
+            let got = client_ip(ip(peer), xff.map(str::as_bytes), &trusted);
+            assert_eq!(got, ip(want), "peer {peer}, X-Forwarded-For {xff:?}");
+        };
+        check("203.0.113.9", Some("198.51.100.1"), "203.0.113.9");
+        check("10.1.1.1", None, "10.1.1.1");
+        check("10.1.1.1", Some("198.51.100.1"), "198.51.100.1");
+        // The client's own claims sit left of what our proxies wrote.
+        check(
+            "10.1.1.1",
+            Some("1.2.3.4, 198.51.100.1, 10.2.2.2"),
+            "198.51.100.1",
+        );
+        check("fd00::1", Some("2001:db8::7"), "2001:db8::7");
+        check("10.1.1.1", Some("10.3.3.3"), "10.3.3.3");
+        check("10.1.1.1", Some("garbage, 10.3.3.3"), "10.3.3.3");
+        check("10.1.1.1", Some("198.51.100.1, junk"), "10.1.1.1");
+        let none = TrustedProxies::default();
+        assert_eq!(
+            client_ip(ip("10.1.1.1"), Some(b"1.2.3.4"), &none),
+            ip("10.1.1.1")
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let app = App::new(config.clone());
+    let app = App::new(config.clone()).map_err(ServeError::BuyerAuth)?;
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let recovery = {
         let app = app.clone();
@@ -90,6 +90,8 @@ pub async fn serve(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
+    #[error("{0}")]
+    BuyerAuth(crate::buyer_auth::BuyerAuthError),
     #[error("recovering the log: {0}")]
     Recovery(WalError),
     #[error("flushing the log at shutdown: {0}")]

@@ -40,7 +40,7 @@ async fn health_readiness_and_metrics() {
     assert_eq!(c.get("/healthz").await.status, 200);
     assert_eq!(c.get("/readyz").await.status, 200);
     sale(&mut c, "m1", 5, 1).await;
-    c.post("/v1/sales/m1/purchase", r#"{"user_id":1}"#).await;
+    c.post("/v1/sales/m1/purchase", r#"{"user_id":"1"}"#).await;
     let m = c.get("/metrics").await;
     assert_eq!(m.status, 200);
     let text = String::from_utf8(m.body.to_vec()).unwrap();
@@ -63,7 +63,7 @@ async fn health_readiness_and_metrics() {
 async fn not_ready_before_recovery_and_after_shutdown_begins() {
     let dir = tempfile::tempdir().unwrap();
     let config = gateway::Config::for_tests(dir.path().join("wal"));
-    let app = gateway::App::new(config);
+    let app = gateway::App::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -74,7 +74,7 @@ async fn not_ready_before_recovery_and_after_shutdown_begins() {
     assert_eq!(c.get("/healthz").await.status, 200);
     let r = c.get("/readyz").await;
     check(&r, 503, "unavailable");
-    let r = c.post("/v1/sales/x/purchase", r#"{"user_id":1}"#).await;
+    let r = c.post("/v1/sales/x/purchase", r#"{"user_id":"1"}"#).await;
     check(&r, 503, "unavailable");
     assert_eq!(r.header("retry-after"), Some("1"));
     let _ = tx.send(());
@@ -199,7 +199,7 @@ async fn admin_sales_lifecycle() {
         (200, Some("paused"))
     );
     check(
-        &c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/a/purchase", r#"{"user_id":"1"}"#).await,
         409,
         "paused",
     );
@@ -224,7 +224,7 @@ async fn admin_sales_lifecycle() {
         "ended",
     );
     check(
-        &c.post("/v1/sales/a/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/a/purchase", r#"{"user_id":"1"}"#).await,
         409,
         "ended",
     );
@@ -256,13 +256,13 @@ async fn purchase_statuses() {
     let r = c
         .post(
             "/v1/sales/p/purchase",
-            r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#,
+            r#"{"user_id":"7","qty":2,"request_id":"r-1"}"#,
         )
         .await;
     check(&r, 201, "admitted");
     let first = r.json();
     assert_eq!(first["sku"], "p");
-    assert_eq!(first["user_id"], 7);
+    assert_eq!(first["user_id"], "7");
     assert_eq!(first["qty"], 2);
     assert!(first["order_id"].is_string());
     assert!(first["expires_at_ms"].as_u64().unwrap() > 0);
@@ -270,7 +270,7 @@ async fn purchase_statuses() {
     let r = c
         .post(
             "/v1/sales/p/purchase",
-            r#"{"user_id":7,"qty":2,"request_id":"r-1"}"#,
+            r#"{"user_id":"7","qty":2,"request_id":"r-1"}"#,
         )
         .await;
     assert_eq!(r.status, 200);
@@ -279,19 +279,19 @@ async fn purchase_statuses() {
     let r = c
         .post(
             "/v1/sales/p/purchase",
-            r#"{"user_id":7,"qty":1,"request_id":"r-1"}"#,
+            r#"{"user_id":"7","qty":1,"request_id":"r-1"}"#,
         )
         .await;
     check(&r, 422, "request_id_reused");
     // Over the per-user limit.
     check(
-        &c.post("/v1/sales/p/purchase", r#"{"user_id":7,"qty":1}"#)
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":"7","qty":1}"#)
             .await,
         409,
         "limit_exceeded",
     );
     check(
-        &c.post("/v1/sales/p/purchase", r#"{"user_id":8,"qty":3}"#)
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":"8","qty":3}"#)
             .await,
         409,
         "limit_exceeded",
@@ -300,26 +300,30 @@ async fn purchase_statuses() {
     check(
         &c.post(
             "/v1/sales/p/purchase",
-            r#"{"user_id":8,"qty":2,"request_id":"x"}"#,
+            r#"{"user_id":"8","qty":2,"request_id":"x"}"#,
         )
         .await,
         409,
         "sold_out",
     );
     check(
-        &c.post("/v1/sales/p/purchase", r#"{"user_id":8,"request_id":"x"}"#)
-            .await,
+        &c.post(
+            "/v1/sales/p/purchase",
+            r#"{"user_id":"8","request_id":"x"}"#,
+        )
+        .await,
         201,
         "admitted",
     );
     check(
-        &c.post("/v1/sales/p/purchase", r#"{"user_id":9}"#).await,
+        &c.post("/v1/sales/p/purchase", r#"{"user_id":"9"}"#).await,
         409,
         "sold_out",
     );
     // Unknown sku.
     check(
-        &c.post("/v1/sales/nope/purchase", r#"{"user_id":9}"#).await,
+        &c.post("/v1/sales/nope/purchase", r#"{"user_id":"9"}"#)
+            .await,
         404,
         "unknown_sku",
     );
@@ -335,7 +339,8 @@ async fn purchase_statuses() {
         (201, Some("scheduled"))
     );
     check(
-        &c.post("/v1/sales/later/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/later/purchase", r#"{"user_id":"1"}"#)
+            .await,
         409,
         "not_started",
     );
@@ -343,20 +348,20 @@ async fn purchase_statuses() {
     // Bad requests name the field.
     for (body, field) in [
         (r#"{"qty":1}"#, "user_id"),
-        (r#"{"user_id":"7"}"#, "user_id"),
-        (r#"{"user_id":-7}"#, "user_id"),
-        (r#"{"user_id":18446744073709551616}"#, "user_id"),
-        (r#"{"user_id":1,"qty":0}"#, "qty"),
-        (r#"{"user_id":1,"qty":"two"}"#, "qty"),
-        (r#"{"user_id":1,"qty":4294967296}"#, "qty"),
-        (r#"{"user_id":1,"request_id":""}"#, "request_id"),
-        (r#"{"user_id":1,"request_id":7}"#, "request_id"),
+        (r#"{"user_id":7}"#, "user_id"),
+        (r#"{"user_id":""}"#, "user_id"),
+        (r#"{"user_id":null}"#, "user_id"),
+        (r#"{"user_id":"1","qty":0}"#, "qty"),
+        (r#"{"user_id":"1","qty":"two"}"#, "qty"),
+        (r#"{"user_id":"1","qty":4294967296}"#, "qty"),
+        (r#"{"user_id":"1","request_id":""}"#, "request_id"),
+        (r#"{"user_id":"1","request_id":7}"#, "request_id"),
         (
-            &format!(r#"{{"user_id":1,"request_id":"{}"}}"#, "x".repeat(65)),
+            &format!(r#"{{"user_id":"1","request_id":"{}"}}"#, "x".repeat(65)),
             "request_id",
         ),
-        (r#"{"user_id":1,"request_id":"caf\u00e9"}"#, "request_id"),
-        (r#"{"user_id":1,"extra":true}"#, "extra"),
+        (r#"{"user_id":"1","request_id":"caf\u00e9"}"#, "request_id"),
+        (r#"{"user_id":"1","extra":true}"#, "extra"),
         ("not json", "JSON"),
         ("", "JSON"),
     ] {
@@ -366,7 +371,7 @@ async fn purchase_statuses() {
         assert!(msg.contains(field), "{body}: {msg:?} should name {field}");
     }
     check(
-        &c.post("/v1/sales/bad!sku/purchase", r#"{"user_id":1}"#)
+        &c.post("/v1/sales/bad!sku/purchase", r#"{"user_id":"1"}"#)
             .await,
         400,
         "bad_request",
@@ -376,13 +381,13 @@ async fn purchase_statuses() {
     c.create_sale(&format!(r#"{{"sku":"{long}","stock":5}}"#))
         .await;
     check(
-        &c.post(&format!("/v1/sales/{long}/purchase"), r#"{"user_id":1}"#)
+        &c.post(&format!("/v1/sales/{long}/purchase"), r#"{"user_id":"1"}"#)
             .await,
         201,
         "admitted",
     );
     let r = c
-        .post(&format!("/v1/sales/{long}s/purchase"), r#"{"user_id":2}"#)
+        .post(&format!("/v1/sales/{long}s/purchase"), r#"{"user_id":"2"}"#)
         .await;
     check(&r, 400, "bad_request");
     assert!(r.json()["error"].as_str().unwrap().contains("sku"), "{r:?}");
@@ -402,9 +407,9 @@ async fn orders_get_cancel_pay() {
     sale(&mut c, "o", 10, 5).await;
     let id = |r: &common::Reply| r.json()["order_id"].as_str().unwrap().to_string();
     let a = id(&c
-        .post("/v1/sales/o/purchase", r#"{"user_id":1,"qty":2}"#)
+        .post("/v1/sales/o/purchase", r#"{"user_id":"1","qty":2}"#)
         .await);
-    let b = id(&c.post("/v1/sales/o/purchase", r#"{"user_id":2}"#).await);
+    let b = id(&c.post("/v1/sales/o/purchase", r#"{"user_id":"2"}"#).await);
 
     // GET by owner, by admin; stranger and unknown get 404.
     let r = c.get(&format!("/v1/orders/{a}?user_id=1")).await;
@@ -419,8 +424,8 @@ async fn orders_get_cancel_pay() {
         (Some(a.as_str()), Some("o"), Some("reserved"))
     );
     assert_eq!(
-        (v["user_id"].as_u64(), v["qty"].as_u64()),
-        (Some(1), Some(2))
+        (v["user_id"].as_str(), v["qty"].as_u64()),
+        (Some("1"), Some(2))
     );
     assert!(v["created_at_ms"].as_u64().unwrap() < v["expires_at_ms"].as_u64().unwrap());
     assert_eq!(c.admin_get(&format!("/v1/orders/{a}")).await.status, 200);
@@ -442,6 +447,16 @@ async fn orders_get_cancel_pay() {
     check(&c.get(&format!("/v1/orders/{a}")).await, 400, "bad_request");
     check(
         &c.get(&format!("/v1/orders/{a}?user_id=x")).await,
+        404,
+        "unknown_order",
+    );
+    check(
+        &c.get(&format!("/v1/orders/{a}?user_id=")).await,
+        400,
+        "bad_request",
+    );
+    check(
+        &c.get(&format!("/v1/orders/{a}?user_id=%zz")).await,
         400,
         "bad_request",
     );
@@ -453,7 +468,7 @@ async fn orders_get_cancel_pay() {
 
     // Cancel: stranger 404, owner 200 (stock returns), repeat 200.
     check(
-        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":2}"#)
+        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":"2"}"#)
             .await,
         404,
         "unknown_order",
@@ -465,14 +480,14 @@ async fn orders_get_cancel_pay() {
         "bad_request",
     );
     let r = c
-        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":"1"}"#)
         .await;
     assert_eq!(
         (r.status, r.json()["state"].as_str()),
         (200, Some("cancelled"))
     );
     let r = c
-        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+        .post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":"1"}"#)
         .await;
     assert_eq!(
         (r.status, r.json()["state"].as_str()),
@@ -491,7 +506,7 @@ async fn orders_get_cancel_pay() {
     let r = c.admin_post(&format!("/v1/orders/{b}/pay"), "").await;
     assert_eq!((r.status, r.json()["state"].as_str()), (200, Some("paid")));
     check(
-        &c.post(&format!("/v1/orders/{b}/cancel"), r#"{"user_id":2}"#)
+        &c.post(&format!("/v1/orders/{b}/cancel"), r#"{"user_id":"2"}"#)
             .await,
         409,
         "paid",
@@ -522,7 +537,7 @@ async fn expired_orders() {
         .await;
     assert_eq!(r.status, 201);
     let a = c
-        .post("/v1/sales/e/purchase", r#"{"user_id":1}"#)
+        .post("/v1/sales/e/purchase", r#"{"user_id":"1"}"#)
         .await
         .json()["order_id"]
         .as_str()
@@ -542,14 +557,14 @@ async fn expired_orders() {
     }
     assert_eq!(state, "expired");
     check(
-        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":1}"#)
+        &c.post(&format!("/v1/orders/{a}/cancel"), r#"{"user_id":"1"}"#)
             .await,
         409,
         "expired",
     );
     // Someone else takes the unit: paying the expired order is refused.
     check(
-        &c.post("/v1/sales/e/purchase", r#"{"user_id":2}"#).await,
+        &c.post("/v1/sales/e/purchase", r#"{"user_id":"2"}"#).await,
         201,
         "admitted",
     );
@@ -598,7 +613,7 @@ async fn body_limit_413() {
     let r = c
         .post(
             "/v1/sales/big/purchase",
-            &format!(r#"{{"user_id":1{pad}}}"#),
+            &format!(r#"{{"user_id":"1"{pad}}}"#),
         )
         .await;
     check(&r, 413, "too_large");
@@ -618,7 +633,7 @@ async fn body_limit_413() {
     // Within the limit still works (the 413 closed `c`).
     let mut c = s.conn().await;
     check(
-        &c.post("/v1/sales/big/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/big/purchase", r#"{"user_id":"1"}"#).await,
         201,
         "admitted",
     );
@@ -692,7 +707,7 @@ async fn order_cap_answers_409_order_limit() {
         let r = c
             .post(
                 "/v1/sales/churn/purchase",
-                &format!(r#"{{"user_id":{user}}}"#),
+                &format!(r#"{{"user_id":"{user}"}}"#),
             )
             .await;
         check(&r, 201, "admitted");
@@ -700,13 +715,14 @@ async fn order_cap_answers_409_order_limit() {
         let r = c
             .post(
                 &format!("/v1/orders/{order}/cancel"),
-                &format!(r#"{{"user_id":{user}}}"#),
+                &format!(r#"{{"user_id":"{user}"}}"#),
             )
             .await;
         assert_eq!(r.status, 200);
     }
     check(
-        &c.post("/v1/sales/churn/purchase", r#"{"user_id":3}"#).await,
+        &c.post("/v1/sales/churn/purchase", r#"{"user_id":"3"}"#)
+            .await,
         409,
         "order_limit",
     );
@@ -740,7 +756,7 @@ async fn body_in_pieces_is_joined_and_limited() {
             String::from_utf8_lossy(&out).into_owned()
         })
     };
-    let body = br#"{"user_id":77,"qty":1,"request_id":"pieces-1"}"#;
+    let body = br#"{"user_id":"77","qty":1,"request_id":"pieces-1"}"#;
     let head = format!(
         "POST /v1/sales/pieces/purchase HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
         body.len()
@@ -751,7 +767,7 @@ async fn body_in_pieces_is_joined_and_limited() {
         .await
         .unwrap();
     assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
-    assert!(resp.contains(r#""user_id":77"#), "{resp}");
+    assert!(resp.contains(r#""user_id":"77""#), "{resp}");
     // Chunked, so no declared length: 40 + 40 bytes against a limit of 64.
     let chunk = |data: &[u8]| {
         let mut out = format!("{:x}\r\n", data.len()).into_bytes();
@@ -848,7 +864,7 @@ async fn connections_spread_over_io_threads() {
                 let mut c = Conn::connect(addr).await.unwrap();
                 let mut admitted = 0;
                 for i in 0..5u64 {
-                    let body = format!(r#"{{"user_id":{}}}"#, client * 100 + i);
+                    let body = format!(r#"{{"user_id":"{}"}}"#, client * 100 + i);
                     let r = c.post("/v1/sales/io/purchase", &body).await;
                     match r.status {
                         201 => admitted += 1,
@@ -895,22 +911,22 @@ async fn rate_limits_answer_429_with_retry_after() {
     let mut c = s.conn().await;
     sale(&mut c, "rl", 100, 100).await;
     check(
-        &c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":"1"}"#).await,
         201,
         "admitted",
     );
     check(
-        &c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":"1"}"#).await,
         201,
         "admitted",
     );
-    let r = c.post("/v1/sales/rl/purchase", r#"{"user_id":1}"#).await;
+    let r = c.post("/v1/sales/rl/purchase", r#"{"user_id":"1"}"#).await;
     check(&r, 429, "rate_limited");
     let secs: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!(secs >= 1);
     // Another user has its own bucket.
     check(
-        &c.post("/v1/sales/rl/purchase", r#"{"user_id":2}"#).await,
+        &c.post("/v1/sales/rl/purchase", r#"{"user_id":"2"}"#).await,
         201,
         "admitted",
     );
@@ -941,12 +957,12 @@ async fn rate_limits_answer_429_with_retry_after() {
     let mut c = s.conn().await;
     sale(&mut c, "g", 100, 100).await;
     check(
-        &c.post("/v1/sales/g/purchase", r#"{"user_id":1}"#).await,
+        &c.post("/v1/sales/g/purchase", r#"{"user_id":"1"}"#).await,
         201,
         "admitted",
     );
     check(
-        &c.post("/v1/sales/g/purchase", r#"{"user_id":2}"#).await,
+        &c.post("/v1/sales/g/purchase", r#"{"user_id":"2"}"#).await,
         429,
         "rate_limited",
     );
@@ -973,6 +989,8 @@ async fn rate_limiter_under_paused_time() {
         global_burst: 3,
         per_client_rps: 2,
         per_client_burst: 1,
+        per_ip_rps: 0,
+        per_ip_burst: 0,
     });
     let now = rl.now_ns();
     for _ in 0..3 {
@@ -993,13 +1011,13 @@ async fn rate_limiter_under_paused_time() {
     }
     assert!(rl.check_global(rl.now_ns()).is_err());
 
-    rl.check_user(42, rl.now_ns()).unwrap();
+    rl.check_user("42", rl.now_ns()).unwrap();
     assert_eq!(
-        rl.check_user(42, rl.now_ns()).unwrap_err().wait_ns,
+        rl.check_user("42", rl.now_ns()).unwrap_err().wait_ns,
         500_000_000
     );
     tokio::time::advance(Duration::from_millis(500)).await;
-    rl.check_user(42, rl.now_ns()).unwrap();
+    rl.check_user("42", rl.now_ns()).unwrap();
 }
 
 #[tokio::test]
@@ -1046,7 +1064,7 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
                 .send(
                     Method::POST,
                     "/v1/sales/gs/purchase",
-                    Some(&format!(r#"{{"user_id":{user}}}"#)),
+                    Some(&format!(r#"{{"user_id":"{user}"}}"#)),
                     None,
                 )
                 .await
@@ -1081,7 +1099,7 @@ async fn graceful_shutdown_finishes_in_flight_and_syncs_the_log() {
         let view = engine
             .order(engine::OrderId(order.parse().unwrap()))
             .expect("acked order recovered");
-        assert_eq!(view.user_id, *user);
+        assert_eq!(*view.user_id, *user.to_string());
     }
     assert_eq!(engine.sale("gs", 0).unwrap().reserved, acked.len() as u64);
     wal.shutdown().unwrap();
@@ -1128,7 +1146,7 @@ fn purchases_on_own_connections(
         let path = format!("/v1/sales/{sku}/purchase");
         tokio::spawn(async move {
             let mut c = Conn::connect(addr).await.unwrap();
-            let r = c.post(&path, &format!(r#"{{"user_id":{user}}}"#)).await;
+            let r = c.post(&path, &format!(r#"{{"user_id":"{user}"}}"#)).await;
             let _ = tx.send(r);
         });
     }
@@ -1207,11 +1225,14 @@ async fn log_full_or_failed_answers_503() {
     assert_eq!(c.get("/v1/sales/bp").await.json()["reserved"], admitted);
 
     sim.fail_sync_after(0);
-    let r = c.post("/v1/sales/bp/purchase", r#"{"user_id":1000}"#).await;
+    let r = c
+        .post("/v1/sales/bp/purchase", r#"{"user_id":"1000"}"#)
+        .await;
     check(&r, 503, "unavailable");
     assert_eq!(r.header("retry-after"), Some("1"));
     check(
-        &c.post("/v1/sales/bp/purchase", r#"{"user_id":1001}"#).await,
+        &c.post("/v1/sales/bp/purchase", r#"{"user_id":"1001"}"#)
+            .await,
         503,
         "unavailable",
     );

@@ -26,7 +26,7 @@ async fn restart_recovers_state_after_sigterm() {
         let r = c
             .post(
                 "/v1/sales/r/purchase",
-                &format!(r#"{{"user_id":{user},"qty":2,"request_id":"req-{user}"}}"#),
+                &format!(r#"{{"user_id":"{user}","qty":2,"request_id":"req-{user}"}}"#),
             )
             .await;
         assert_eq!(r.status, 201);
@@ -41,7 +41,7 @@ async fn restart_recovers_state_after_sigterm() {
     assert_eq!(
         c.post(
             &format!("/v1/orders/{}/cancel", orders[1]),
-            r#"{"user_id":2}"#
+            r#"{"user_id":"2"}"#
         )
         .await
         .status,
@@ -94,7 +94,7 @@ async fn restart_recovers_state_after_sigterm() {
     let r = c
         .post(
             "/v1/sales/r/purchase",
-            r#"{"user_id":3,"qty":2,"request_id":"req-3"}"#,
+            r#"{"user_id":"3","qty":2,"request_id":"req-3"}"#,
         )
         .await;
     assert_eq!(
@@ -103,7 +103,7 @@ async fn restart_recovers_state_after_sigterm() {
     );
     // New order ids continue past the recovered ones.
     let r = c
-        .post("/v1/sales/r/purchase", r#"{"user_id":9,"qty":1}"#)
+        .post("/v1/sales/r/purchase", r#"{"user_id":"9","qty":1}"#)
         .await;
     assert_eq!(r.status, 201);
     assert!(!orders.contains(&r.json()["order_id"].as_str().unwrap().to_string()));
@@ -149,7 +149,7 @@ fn wal_verify_exits_1_on_corruption() {
         };
         engine.create_sale(spec, 0, wal.sink()).unwrap();
         for user in 0..50 {
-            let _ = engine.purchase("v", user, 1, None, 1, wal.sink());
+            let _ = engine.purchase("v", &user.to_string(), 1, None, 1, wal.sink());
         }
         wal.shutdown().unwrap();
     }
@@ -214,4 +214,48 @@ fn bad_configuration_exits_non_zero_naming_the_key() {
     let (code, err) = run("", &[("FLASHSALE_SERVER_LISTEN", "0.0.0.0:0")]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("server.admin_token"), "{err}");
+}
+
+/// `flashsale token` mints an HS256 token from the configured secret that
+/// the server in jwt mode accepts; without a secret it says what to set.
+#[test]
+fn token_tool_mints_what_the_server_accepts() {
+    let secret = "binary-test-secret-of-32-bytes-or-more";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let mint = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashsale"));
+        cmd.arg("token").arg("--config").arg(&config).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = mint(
+        &[("FLASHSALE_BUYER_AUTH_SECRET", secret)],
+        &["--user", "alice", "--ttl", "2m", "--sku", "s1"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut c = gateway::Config::for_tests(dir.path().join("wal"));
+    c.buyer_auth.mode = gateway::config::BuyerAuthMode::Jwt;
+    c.buyer_auth.secret = Some(secret.into());
+    let gateway::buyer_auth::BuyerAuth::Jwt(verifier) =
+        gateway::buyer_auth::BuyerAuth::load(&c.buyer_auth).unwrap()
+    else {
+        panic!("jwt mode");
+    };
+    let now = gateway::app::unix_ms() / 1000;
+    let buyer = verifier.verify(token.as_bytes(), now).unwrap();
+    assert_eq!(buyer.user_id, "alice");
+    assert_eq!(buyer.skus, Some(vec!["s1".to_string()]));
+    let out = mint(&[], &["--user", "alice"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FLASHSALE_BUYER_AUTH_SECRET"), "{err}");
 }

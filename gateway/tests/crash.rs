@@ -88,9 +88,9 @@ async fn worker(addr: std::net::SocketAddr, facts: Arc<Mutex<Facts>>, seed: u64,
             let qty = rng.gen_range(1..=2u64);
             let with_id = rng.gen_bool(0.3);
             let body = if with_id {
-                format!(r#"{{"user_id":{user},"qty":{qty},"request_id":"{tag}-{i}"}}"#)
+                format!(r#"{{"user_id":"{user}","qty":{qty},"request_id":"{tag}-{i}"}}"#)
             } else {
-                format!(r#"{{"user_id":{user},"qty":{qty}}}"#)
+                format!(r#"{{"user_id":"{user}","qty":{qty}}}"#)
             };
             let sent = c
                 .send(Method::POST, "/v1/sales/crash/purchase", Some(&body), None)
@@ -147,7 +147,7 @@ async fn worker(addr: std::net::SocketAddr, facts: Arc<Mutex<Facts>>, seed: u64,
                 c.send(
                     Method::POST,
                     &format!("/v1/orders/{id}/cancel"),
-                    Some(&format!(r#"{{"user_id":{user}}}"#)),
+                    Some(&format!(r#"{{"user_id":"{user}"}}"#)),
                     None,
                 )
                 .await
@@ -195,7 +195,7 @@ async fn verify(c: &mut Conn, facts: &mut Facts, seed: u64, cycle: u32) {
         );
         let v = r.json();
         assert_eq!(
-            v["user_id"].as_u64(),
+            v["user_id"].as_str().and_then(|u| u.parse::<u64>().ok()),
             Some(k.user),
             "seed {seed}: order {id} user"
         );

@@ -104,22 +104,22 @@ impl Driven {
     /// `rounds` steps of purchases, payments, cancels, expiries and
     /// operator actions, time moving on.
     fn drive(&mut self, rounds: u32) {
-        let mut orders: Vec<(u64, u64)> = Vec::new();
+        let mut orders: Vec<(u64, String)> = Vec::new();
         for round in 0..rounds {
             self.now += 1 + self.rand(400);
             let sku = ["sku-a", "sku-b", "sku-c"][self.rand(3) as usize];
-            let user = 1 + self.rand(300);
+            let user = format!("user-{}", 1 + self.rand(300));
             let qty = 1 + self.rand(2) as u32;
-            let out = self.logged(|e, now, sink| e.purchase(sku, user, qty, None, now, sink));
+            let out = self.logged(|e, now, sink| e.purchase(sku, &user, qty, None, now, sink));
             if let PurchaseOutcome::Admitted(a) = out {
                 orders.push((a.order_id.0, user));
             }
             if !orders.is_empty() && self.rand(3) == 0 {
-                let (id, user) = orders[self.rand(orders.len() as u64) as usize];
+                let (id, user) = orders[self.rand(orders.len() as u64) as usize].clone();
                 if self.rand(2) == 0 {
                     self.logged(|e, now, sink| e.pay(OrderId(id), now, sink));
                 } else {
-                    self.logged(|e, now, sink| e.cancel(OrderId(id), user, now, sink));
+                    self.logged(|e, now, sink| e.cancel(OrderId(id), &user, now, sink));
                 }
             }
             if round % 50 == 0 {

@@ -91,7 +91,7 @@ async fn check_equal(c: &mut Conn, url: &str, sku: &str, acknowledged: &[String]
     for (id, (row_sku, user, qty, state)) in &orders {
         let view = c.admin_get(&format!("/v1/orders/{id}")).await.json();
         assert_eq!(row_sku, view["sku"].as_str().unwrap(), "{id}");
-        assert_eq!(user, &view["user_id"].to_string(), "{id}");
+        assert_eq!(Some(user.as_str()), view["user_id"].as_str(), "{id}");
         assert_eq!(i64::from(*qty), view["qty"].as_i64().unwrap(), "{id}");
         assert_eq!(state, view["state"].as_str().unwrap(), "order {id}");
         match state.as_str() {
@@ -120,7 +120,7 @@ async fn check_equal(c: &mut Conn, url: &str, sku: &str, acknowledged: &[String]
 async fn buy(c: &mut Conn, sku: &str, users: std::ops::Range<u64>) -> Vec<String> {
     let mut ids = Vec::new();
     for user in users {
-        let body = format!(r#"{{"user_id":{user},"request_id":"r{user}"}}"#);
+        let body = format!(r#"{{"user_id":"{user}","request_id":"r{user}"}}"#);
         let path = format!("/v1/sales/{sku}/purchase");
         match c.send(Method::POST, &path, Some(&body), None).await {
             Ok(r) if r.status == 201 || r.status == 200 => {
@@ -371,7 +371,7 @@ async fn purchases_are_refused_past_max_lag_bytes() {
         // past the smallest limit.
         let r = c.create_sale(r#"{"sku":"lag","stock":10}"#).await;
         assert_eq!(r.status, 201);
-        let r = c.post("/v1/sales/lag/purchase", r#"{"user_id":1}"#).await;
+        let r = c.post("/v1/sales/lag/purchase", r#"{"user_id":"1"}"#).await;
         if refused {
             assert_eq!((r.status, r.code().as_str()), (503, "unavailable"));
             assert_eq!(r.header("retry-after"), Some("1"));

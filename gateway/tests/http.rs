@@ -82,7 +82,7 @@ async fn other_content_types_are_415() {
                 Method::POST,
                 "/v1/sales/ct/purchase",
                 &headers,
-                r#"{"user_id":1}"#,
+                r#"{"user_id":"1"}"#,
             )
             .await
             .unwrap();
@@ -114,7 +114,7 @@ async fn other_content_types_are_415() {
         vec![("host", "h"), ("content-type", "Application/JSON")],
     ];
     for (user, headers) in ok.iter().enumerate() {
-        let body = format!(r#"{{"user_id":{user}}}"#);
+        let body = format!(r#"{{"user_id":"{user}"}}"#);
         let r = c
             .request(Method::POST, "/v1/sales/ct/purchase", headers, &body)
             .await
@@ -263,7 +263,9 @@ async fn percent_encoded_paths_reach_the_same_sale() {
     sale(&mut c, "p1", 5).await;
     sale(&mut c, "p2", 5).await;
     assert_eq!(c.get("/v1/sales/p%31").await.status, 200);
-    let r = c.post("/v1/sales/p%32/purchase", r#"{"user_id":9}"#).await;
+    let r = c
+        .post("/v1/sales/p%32/purchase", r#"{"user_id":"9"}"#)
+        .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(remaining(&mut c, "p2").await, 4);
     let id = r.json()["order_id"].as_str().unwrap().to_string();

@@ -28,6 +28,9 @@ pub struct SaleDoc {
 pub struct OrderDoc {
     pub order_id: String,
     pub sku: String,
+    /// The server's user ids are strings; the harness's buyers are the
+    /// decimal strings of its numeric ids.
+    #[serde(with = "decimal_string")]
     pub user_id: u64,
     pub qty: u32,
     pub state: String,
@@ -152,4 +155,20 @@ pub async fn get_order(conn: &mut ClientConn, admin: &HeaderValue, order_id: &st
         }
     }
     OrderLookup::Failed(last)
+}
+
+/// A `u64` written as its decimal string, as the server writes the user
+/// ids of the harness's buyers.
+mod decimal_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("user_id {text:?} is not one of ours")))
+    }
 }

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// The body the trivial server answers with, about the size of an admission.
-pub const FIXED_BODY: &str = r#"{"status":"admitted","order_id":"0000000000000001","sku":"hot","user_id":1,"qty":1,"expires_at_ms":0}"#;
+pub const FIXED_BODY: &str = r#"{"status":"admitted","order_id":"0000000000000001","sku":"hot","user_id":"1","qty":1,"expires_at_ms":0}"#;
 
 /// A trivial HTTP server on its own thread; dropped = stopped.
 pub struct FixedServer {

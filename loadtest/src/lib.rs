@@ -22,6 +22,7 @@
 
 pub mod api;
 mod assemble;
+pub mod buyers;
 pub mod ceiling;
 pub mod client;
 pub mod html;

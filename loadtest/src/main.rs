@@ -137,6 +137,16 @@ struct Args {
     /// WAL fsync mode for the spawned server's config.
     #[arg(long, default_value = "always")]
     spawn_fsync: String,
+    /// How buyers prove who they are, as the server's buyer_auth.mode:
+    /// "jwt" mints an HS256 token per buyer from --jwt-secret (with
+    /// --spawn, a fresh random secret given to the server); "body" names
+    /// the buyer in the body [default: jwt with --spawn or --jwt-secret,
+    /// else body].
+    #[arg(long, value_name = "MODE")]
+    buyer_auth: Option<String>,
+    /// The server's buyer_auth.secret (HS256), for jwt mode without --spawn.
+    #[arg(long, value_name = "SECRET")]
+    jwt_secret: Option<String>,
 
     /// Measure the generator's ceiling with plain GETs instead of a sale.
     #[arg(long)]
@@ -249,6 +259,25 @@ async fn real_main(args: Args) -> Result<ExitCode> {
         (None, true) => random_token(),
         (None, false) => server_config(&args.config)?.admin_token,
     };
+    let jwt = match args.buyer_auth.as_deref() {
+        None => args.spawn || args.jwt_secret.is_some(),
+        Some("jwt") => true,
+        Some("body") => false,
+        Some(other) => anyhow::bail!("--buyer-auth {other:?}: expected jwt or body"),
+    };
+    let jwt_secret = match (&args.jwt_secret, jwt, args.spawn) {
+        (_, false, _) => None,
+        (Some(secret), true, _) => Some(secret.clone()),
+        // 256 bits: two 128-bit random tokens.
+        (None, true, true) => Some(format!("{}{}", random_token(), random_token())),
+        (None, true, false) => {
+            anyhow::bail!("--buyer-auth jwt needs --jwt-secret (the server's buyer_auth.secret)")
+        }
+    };
+    let buyers = match &jwt_secret {
+        Some(secret) => loadtest::buyers::BuyerCreds::jwt(secret),
+        None => loadtest::buyers::BuyerCreds::Body,
+    };
     let mut server = None;
     let target = if args.spawn {
         let bin = spawn::find_server_bin(args.server_bin.as_deref(), args.quiet)?;
@@ -257,6 +286,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
             admin_token: admin_token.clone(),
             fsync: args.spawn_fsync.clone(),
             export_postgres_url: postgres.as_ref().map(|pg| pg.secret_url().to_string()),
+            jwt_secret: jwt_secret.clone(),
         })
         .await?;
         eprintln!(
@@ -280,6 +310,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
         admin_token,
         quiet: args.quiet,
         postgres,
+        buyers,
     };
     let result = loadtest::run(&opts).await;
     // Stop the server whatever happened, and before reporting, so its exit

@@ -29,6 +29,8 @@ pub struct RunOptions {
     /// The database the server exports to: after the run, wait for the
     /// export to catch up and check it (see [`crate::pgverify`]).
     pub postgres: Option<PgDatabase>,
+    /// How buyers identify themselves (the server's `buyer_auth.mode`).
+    pub buyers: crate::buyers::BuyerCreds,
 }
 
 /// A seed from the clock, for runs that don't pin one.
@@ -113,6 +115,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report> {
         sc.clone(),
         target,
         admin,
+        opts.buyers.clone(),
         skus,
         seed,
         user_id_base,

@@ -109,6 +109,9 @@ pub struct SpawnOptions {
     /// `export.postgres_url` (a secret: passed in the environment, never
     /// written to the config file or printed).
     pub export_postgres_url: Option<String>,
+    /// `buyer_auth.secret`: jwt mode with it, body mode without (a secret
+    /// too: in the environment only).
+    pub jwt_secret: Option<String>,
 }
 
 /// A running server; stop it with [`Spawned::stop`]. Dropping it kills the
@@ -129,7 +132,7 @@ fn toml_str(s: &str) -> String {
 /// purpose. Every other key takes the binary's own default (declared once,
 /// in the gateway's key table), so no default is copied here to drift.
 /// Listen address, WAL dir and admin token are passed in the environment.
-fn server_config(fsync: &str) -> String {
+fn server_config(fsync: &str, mode: &str) -> String {
     format!(
         "# Written by flashsale-loadtest --spawn: only what a load test sets;\n\
          # every other key is the server's default.\n\
@@ -138,8 +141,13 @@ fn server_config(fsync: &str) -> String {
          global_rps = 0\n\
          per_client_rps = 0\n\
          \n\
+         [buyer_auth]\n\
+         # jwt: the secret is in FLASHSALE_BUYER_AUTH_SECRET.\n\
+         mode = {}\n\
+         \n\
          [wal]\n\
          fsync = {}\n",
+        toml_str(mode),
         toml_str(fsync)
     )
 }
@@ -155,12 +163,21 @@ pub async fn spawn_server(opts: &SpawnOptions) -> Result<Spawned> {
     let wal = dir.path().join("wal");
     std::fs::create_dir_all(&wal).context("creating WAL dir")?;
     let config_path = dir.path().join("flashsale.toml");
-    std::fs::write(&config_path, server_config(&opts.fsync)).context("writing server config")?;
+    let mode = if opts.jwt_secret.is_some() {
+        "jwt"
+    } else {
+        "body"
+    };
+    std::fs::write(&config_path, server_config(&opts.fsync, mode))
+        .context("writing server config")?;
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).context("creating server log")?;
     let mut cmd = Command::new(&opts.bin);
     if let Some(url) = &opts.export_postgres_url {
         cmd.env("FLASHSALE_EXPORT_POSTGRES_URL", url);
+    }
+    if let Some(secret) = &opts.jwt_secret {
+        cmd.env("FLASHSALE_BUYER_AUTH_SECRET", secret);
     }
     let child = cmd
         .arg("serve")
@@ -267,7 +284,7 @@ mod tests {
     #[test]
     fn server_config_sets_only_documented_keys() {
         let documented: toml::Table = include_str!("../../config.toml").parse().unwrap();
-        let ours: toml::Table = server_config("interval").parse().unwrap();
+        let ours: toml::Table = server_config("interval", "jwt").parse().unwrap();
         let mut count = 0;
         for (section, keys) in &ours {
             for name in keys.as_table().unwrap().keys() {
@@ -278,9 +295,10 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 3);
+        assert_eq!(count, 4);
+        assert_eq!(ours["buyer_auth"]["mode"].as_str(), Some("jwt"));
         assert_eq!(ours["wal"]["fsync"].as_str(), Some("interval"));
-        let odd: toml::Table = server_config("a\"b").parse().unwrap();
+        let odd: toml::Table = server_config("a\"b", "body").parse().unwrap();
         assert_eq!(odd["wal"]["fsync"].as_str(), Some("a\"b"));
     }
 }

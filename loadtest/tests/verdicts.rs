@@ -75,12 +75,12 @@ fn sale_json(sku: &str, s: &FakeSale) -> Value {
 }
 
 fn order_json(id: &str, o: &FakeOrder) -> Value {
-    json!({"order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty, "state": o.state,
+    json!({"order_id": id, "sku": o.sku, "user_id": o.user.to_string(), "qty": o.qty, "state": o.state,
            "created_at_ms": o.created, "expires_at_ms": o.expires})
 }
 
 fn admission_json(id: &str, o: &FakeOrder) -> Value {
-    json!({"status": "admitted", "order_id": id, "sku": o.sku, "user_id": o.user, "qty": o.qty,
+    json!({"status": "admitted", "order_id": id, "sku": o.sku, "user_id": o.user.to_string(), "qty": o.qty,
            "expires_at_ms": o.expires})
 }
 
@@ -146,7 +146,8 @@ fn create_sale(st: &mut FakeState, admin: bool, body: &Value) -> (u16, Value) {
 
 /// A purchase, with the bug under test where it applies.
 fn purchase(st: &mut FakeState, bug: Bug, sku: &str, body: &Value) -> (u16, Value) {
-    let (Some(user), Some(rid)) = (body["user_id"].as_u64(), body["request_id"].as_str()) else {
+    let user = body["user_id"].as_str().and_then(|u| u.parse::<u64>().ok());
+    let (Some(user), Some(rid)) = (user, body["request_id"].as_str()) else {
         return err(400, "bad_request");
     };
     let qty = body["qty"].as_u64().unwrap_or(1);
@@ -160,7 +161,7 @@ fn purchase(st: &mut FakeState, bug: Bug, sku: &str, body: &Value) -> (u16, Valu
                 None => (
                     200,
                     json!({"status": "admitted", "order_id": id, "sku": sku,
-                                     "user_id": user, "qty": qty, "expires_at_ms": u64::MAX}),
+                                     "user_id": user.to_string(), "qty": qty, "expires_at_ms": u64::MAX}),
                 ),
             };
         }
@@ -224,7 +225,7 @@ fn settle_order(
     let sale = sales.get_mut(&o.sku).expect("order of a known sale");
     match (action, o.state) {
         ("cancel", "reserved") => {
-            if body["user_id"].as_u64() != Some(o.user) {
+            if body["user_id"].as_str() != Some(o.user.to_string().as_str()) {
                 return err(404, "unknown_order");
             }
             o.state = "cancelled";
@@ -316,6 +317,7 @@ async fn run_against(bug: Bug, scenario: Scenario) -> Report {
         admin_token: TOKEN.into(),
         quiet: true,
         postgres: None,
+        buyers: loadtest::buyers::BuyerCreds::Body,
     })
     .await
     .expect("the run itself completes")

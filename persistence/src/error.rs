@@ -20,7 +20,13 @@ pub enum WalError {
         offset: u64,
         reason: String,
     },
-    #[error("{} has format version {version}, this build reads only {}", path.display(), crate::layout::FORMAT_VERSION)]
+    #[error(
+        "{} has log format version {version}; this build reads versions {} and {} (and writes {})",
+        path.display(),
+        crate::layout::FORMAT_VERSION_V1,
+        crate::layout::FORMAT_VERSION,
+        crate::layout::FORMAT_VERSION
+    )]
     UnsupportedVersion { path: PathBuf, version: u32 },
     /// A record that decodes but that the engine refuses to apply.
     #[error("record in {} at offset {offset} cannot be replayed: {source}", segment.display())]

@@ -13,8 +13,8 @@ use rkyv::util::AlignedVec;
 use crate::error::WalError;
 
 pub use crate::layout::{
-    FOOTER_BYTES, FORMAT_VERSION, FRAME_HEADER_BYTES, HEADER_BYTES, RECORD_BYTES_MAX,
-    SEGMENT_MAGIC, SNAPSHOT_END_MAGIC, SNAPSHOT_MAGIC,
+    FOOTER_BYTES, FORMAT_VERSION, FORMAT_VERSION_V1, FRAME_HEADER_BYTES, HEADER_BYTES,
+    RECORD_BYTES_MAX, SEGMENT_MAGIC, SNAPSHOT_END_MAGIC, SNAPSHOT_MAGIC,
 };
 
 /// CRC of a frame: covers the length field too, so a damaged length is caught
@@ -53,12 +53,32 @@ pub fn encode_frame(event: &Event) -> Vec<u8> {
     out
 }
 
-/// Decodes (and validates) one payload. `scratch` gives the alignment rkyv needs.
-pub fn decode_payload(payload: &[u8], scratch: &mut AlignedVec<16>) -> Result<Event, String> {
+/// Decodes (and validates) one payload of a file of format `version` (as
+/// its header said: [`decode_header`] lets only readable ones through).
+/// `scratch` gives the alignment rkyv needs.
+pub fn decode_payload(
+    payload: &[u8],
+    version: u32,
+    scratch: &mut AlignedVec<16>,
+) -> Result<Event, String> {
     scratch.clear();
     scratch.extend_from_slice(payload);
-    rkyv::from_bytes::<Event, rancor::Error>(scratch)
-        .map_err(|e| format!("undecodable record: {e}"))
+    match version {
+        FORMAT_VERSION => rkyv::from_bytes::<Event, rancor::Error>(scratch)
+            .map_err(|e| format!("undecodable record: {e}")),
+        FORMAT_VERSION_V1 => crate::legacy::decode_v1(scratch),
+        other => Err(format!("no decoder for format version {other}")),
+    }
+}
+
+/// What a segment or snapshot header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileHeader {
+    /// Segment: its first record's LSN; snapshot: the first LSN it does not cover.
+    pub lsn: u64,
+    /// The format its records are in: [`FORMAT_VERSION`] or an older one
+    /// this build reads.
+    pub version: u32,
 }
 
 /// Kind of file a header starts.
@@ -84,8 +104,8 @@ pub fn encode_header(kind: FileKind, lsn: u64) -> [u8; HEADER_BYTES] {
     h
 }
 
-/// Checks a header and returns its LSN.
-pub fn decode_header(kind: FileKind, path: &Path, bytes: &[u8]) -> Result<u64, WalError> {
+/// Checks a header and returns its LSN and format version.
+pub fn decode_header(kind: FileKind, path: &Path, bytes: &[u8]) -> Result<FileHeader, WalError> {
     if bytes.len() < HEADER_BYTES {
         return Err(WalError::corrupted(path, 0, "file shorter than its header"));
     }
@@ -101,15 +121,23 @@ pub fn decode_header(kind: FileKind, path: &Path, bytes: &[u8]) -> Result<u64, W
         return Err(WalError::corrupted(path, 0, "header checksum mismatch"));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_V1 {
         return Err(WalError::UnsupportedVersion {
             path: path.to_path_buf(),
             version,
         });
     }
-    Ok(u64::from_le_bytes(
-        bytes[16..24].try_into().expect("8 bytes"),
-    ))
+    let lsn = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    Ok(FileHeader { lsn, version })
+}
+
+/// A header of format `version`: for tests that write old logs.
+pub fn encode_header_of_version(kind: FileKind, lsn: u64, version: u32) -> [u8; HEADER_BYTES] {
+    let mut h = encode_header(kind, lsn);
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 pub fn encode_footer(records: u64) -> [u8; FOOTER_BYTES] {
@@ -250,7 +278,7 @@ mod tests {
             Event::Ended { ordinal: 2 },
             Event::Admitted {
                 order_id: u64::MAX,
-                user_id: 42,
+                user_id: "42-é".into(),
                 qty: 3,
                 request_id: Some(9),
                 created_at_ms: 1,
@@ -284,13 +312,53 @@ mod tests {
         for e in &events {
             let range = read_frame(&bytes, offset).unwrap();
             assert_eq!(
-                &decode_payload(&bytes[range.clone()], &mut scratch).unwrap(),
+                &decode_payload(&bytes[range.clone()], FORMAT_VERSION, &mut scratch).unwrap(),
                 e
             );
             offset = range.end;
         }
         assert_eq!(offset, bytes.len());
         assert_eq!(read_frame(&bytes, offset), Err(FrameError::Truncated));
+    }
+
+    /// A version-1 record (a numeric user id) decodes into today's event
+    /// with the id as its decimal string. Read as version 2 the same bytes
+    /// may even pass validation as some other event: only the header's
+    /// version tells the two apart, which is why it was bumped.
+    #[test]
+    fn version_1_records_convert() {
+        use crate::legacy::{encode_v1_payload, EventV1};
+        let old = EventV1::Admitted {
+            order_id: 5,
+            user_id: 18_446_744_073_709_551_615,
+            qty: 2,
+            request_id: Some(9),
+            created_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let payload = encode_v1_payload(&old);
+        let mut scratch = AlignedVec::new();
+        let got = decode_payload(&payload, FORMAT_VERSION_V1, &mut scratch).unwrap();
+        assert_eq!(
+            got,
+            Event::Admitted {
+                order_id: 5,
+                user_id: "18446744073709551615".into(),
+                qty: 2,
+                request_id: Some(9),
+                created_at_ms: 1,
+                expires_at_ms: 2,
+            }
+        );
+        assert_ne!(
+            decode_payload(&payload, FORMAT_VERSION, &mut scratch).ok(),
+            Some(got)
+        );
+        let paused = encode_v1_payload(&EventV1::Paused { ordinal: 3 });
+        assert_eq!(
+            decode_payload(&paused, FORMAT_VERSION_V1, &mut scratch).unwrap(),
+            Event::Paused { ordinal: 3 }
+        );
     }
 
     #[test]
@@ -311,16 +379,27 @@ mod tests {
     fn headers_and_names() {
         let p = Path::new("x");
         let h = encode_header(FileKind::Segment, 77);
-        assert_eq!(decode_header(FileKind::Segment, p, &h).unwrap(), 77);
+        let want = FileHeader {
+            lsn: 77,
+            version: FORMAT_VERSION,
+        };
+        assert_eq!(decode_header(FileKind::Segment, p, &h).unwrap(), want);
         assert!(decode_header(FileKind::Snapshot, p, &h).is_err());
-        let mut bad = h;
-        bad[8] = 2;
-        let crc = crc32c::crc32c(&bad[..28]);
-        bad[28..32].copy_from_slice(&crc.to_le_bytes());
+        let old = encode_header_of_version(FileKind::Segment, 77, FORMAT_VERSION_V1);
+        assert_eq!(
+            decode_header(FileKind::Segment, p, &old).unwrap().version,
+            FORMAT_VERSION_V1
+        );
+        let bad = encode_header_of_version(FileKind::Segment, 77, 3);
+        let err = decode_header(FileKind::Segment, p, &bad).unwrap_err();
         assert!(matches!(
-            decode_header(FileKind::Segment, p, &bad),
-            Err(WalError::UnsupportedVersion { version: 2, .. })
+            err,
+            WalError::UnsupportedVersion { version: 3, .. }
         ));
+        assert!(
+            err.to_string().contains("format version 3"),
+            "the refusal names the version: {err}"
+        );
         let f = encode_footer(12);
         assert_eq!(decode_footer(p, 0, &f).unwrap(), 12);
         assert_eq!(parse_name(&segment_name(5)), Some(LogFile::Segment(5)));

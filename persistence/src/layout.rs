@@ -2,8 +2,11 @@
 //! sizes. A leaf of the crate, so that the error type can name the version
 //! it reads without depending on the codec in `format.rs`. Layout in DESIGN.md.
 
-/// Format version written in every segment and snapshot header.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written in every segment and snapshot header. Version 2
+/// stores an admission's user id as its bytes (1 had a `u64`).
+pub const FORMAT_VERSION: u32 = 2;
+/// Older versions this build still reads (`legacy.rs` converts them).
+pub const FORMAT_VERSION_V1: u32 = 1;
 pub const SEGMENT_MAGIC: [u8; 8] = *b"FSWALSEG";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"FSWALSNP";
 pub const SNAPSHOT_END_MAGIC: [u8; 8] = *b"FSSNPEND";

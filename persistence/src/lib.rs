@@ -24,6 +24,7 @@ mod config;
 mod error;
 pub mod format;
 mod layout;
+pub mod legacy;
 mod recovery;
 mod retention;
 mod scan;

@@ -469,7 +469,13 @@ impl Scanner<'_, '_> {
                 .truncate(path, scan.valid_len)
                 .map_err(|e| WalError::io(format!("truncating {}", path.display()), e))?;
         }
-        if seg + scan.records.len() as u64 == self.found.next_lsn {
+        // The writer appends only to a segment of the current format: after
+        // an upgrade it starts a new segment at the next LSN, and each file
+        // keeps one version (the one its header names). An old segment with
+        // no record has the next segment's name; creating that replaces it.
+        if seg + scan.records.len() as u64 == self.found.next_lsn
+            && scan.version == format::FORMAT_VERSION
+        {
             self.found.tail = Some(Tail {
                 first_lsn: seg,
                 len: scan.valid_len,
@@ -497,7 +503,7 @@ fn list_records(
     let mut scratch = AlignedVec::<16>::new();
     for (k, range) in scan.records.iter().enumerate() {
         let offset = (range.start - FRAME_HEADER_BYTES) as u64;
-        let event = format::decode_payload(&bytes[range.clone()], &mut scratch)
+        let event = format::decode_payload(&bytes[range.clone()], scan.version, &mut scratch)
             .map_err(|r| WalError::corrupted(path, offset, r))?;
         list(Listed::Record {
             file: name,
@@ -513,7 +519,7 @@ fn list_records(
 fn check_records(path: &Path, bytes: &[u8], scan: &SegmentScan) -> Result<(), WalError> {
     let mut scratch = AlignedVec::<16>::new();
     for range in &scan.records {
-        format::decode_payload(&bytes[range.clone()], &mut scratch)
+        format::decode_payload(&bytes[range.clone()], scan.version, &mut scratch)
             .map_err(|r| WalError::corrupted(path, (range.start - FRAME_HEADER_BYTES) as u64, r))?;
     }
     Ok(())

@@ -274,8 +274,10 @@ impl LogTailer {
             match reader.next_frame(&*self.storage)? {
                 ReadStep::Frame { .. } if skipping => {}
                 ReadStep::Frame { offset, payload } => {
-                    let event = format::decode_payload(reader.bytes(payload), &mut self.scratch)
-                        .map_err(|r| WalError::corrupted(reader.path(), offset, r))?;
+                    let version = reader.version();
+                    let event =
+                        format::decode_payload(reader.bytes(payload), version, &mut self.scratch)
+                            .map_err(|r| WalError::corrupted(reader.path(), offset, r))?;
                     batch.records.push((lsn, event));
                     self.cursor = lsn;
                 }

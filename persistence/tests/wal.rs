@@ -648,13 +648,13 @@ fn concurrent_producers_log_in_emit_order() {
             s.spawn(move || {
                 for i in 0..600u64 {
                     let now = i;
-                    let user = t * 1000 + i % 13;
+                    let user = format!("{t}-{}", i % 13);
                     let mut sink = wal.sink();
                     if let engine::PurchaseOutcome::Admitted(a) =
-                        engine.purchase("hot", user, 1, None, now, &mut sink)
+                        engine.purchase("hot", &user, 1, None, now, &mut sink)
                     {
                         if i % 3 == 0 {
-                            engine.cancel(a.order_id, user, now, &mut sink);
+                            engine.cancel(a.order_id, &user, now, &mut sink);
                         } else if i % 3 == 1 {
                             engine.pay(a.order_id, now, &mut sink);
                         }

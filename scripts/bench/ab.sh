@@ -14,6 +14,10 @@
 #        admission's size, loadtest/bench/nginx.conf, with the same wrk script)
 #        STOCK=0 (sales with no stock: sold-out rejections instead of
 #        admissions; A_BIN may equal B_BIN, with --nginx for the ratio)
+#        A_MODE=body B_MODE=body (buyer_auth.mode of each build's server;
+#        "jwt" mints tokens with the build's `flashsale token` and wrk
+#        sends one per request: A_MODE=body B_MODE=jwt with the same binary
+#        twice is jwt mode against body mode)
 # Needs: wrk curl, and nginx-light for --nginx
 set -euo pipefail
 
@@ -46,8 +50,9 @@ start_nginx() { # sets NGINX_URL; stays up for the whole run (idle between its t
 
 # One flashsale run; sets RPS and P99. (Not run in a subshell: the server
 # it starts must stay in PIDS for the cleanup.)
-run_flashsale() { # bin round label
+run_flashsale() { # bin round label mode
   new_server_dir
+  local MODE=$4
   start_server "$1" "$FSYNC"
   local sku="ab-$2-$3"
   create_sale "$sku"
@@ -66,13 +71,14 @@ run_nginx() { # round; sets RPS and P99
 echo "== $(nproc) cores, $(uname -r), $(date -u +%FT%TZ), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== A: $A_BIN"
 echo "== B: $B_BIN"
+echo "== buyer_auth: A ${A_MODE:-body}, B ${B_MODE:-body}"
 echo "== fsync=$FSYNC, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s -s loadtest/wrk/purchase.lua, $ROUNDS rounds"
 [[ "$NGINX" == 1 ]] && start_nginx
 
 RESULTS="$TMP/results" # round a_rps b_rps nginx_rps
 for round in $(seq 1 "$ROUNDS"); do
-  run_flashsale "$A_BIN" "$round" a; a=$RPS a99=$P99
-  run_flashsale "$B_BIN" "$round" b; b=$RPS b99=$P99
+  run_flashsale "$A_BIN" "$round" a "${A_MODE:-body}"; a=$RPS a99=$P99
+  run_flashsale "$B_BIN" "$round" b "${B_MODE:-body}"; b=$RPS b99=$P99
   line="round $round: A $a req/s (p99 $a99)  B $b req/s (p99 $b99)"
   n=0
   if [[ "$NGINX" == 1 ]]; then

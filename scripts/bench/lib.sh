@@ -8,6 +8,15 @@
 # bench_init once.
 
 TOKEN=bench-token
+# Buyer authentication of the servers started: "body" (the client names the
+# buyer, the old path) or "jwt" (a token per request; TOKENS, minted by
+# start_server, is the file purchase.lua picks them from). MODE is read by
+# start_server; ab.sh sets it per build (A_MODE, B_MODE).
+MODE=${MODE:-body}
+JWT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+# Tokens minted for a jwt run, reused round the list (the sale's per-user
+# limit is raised to match).
+JWT_USERS=${JWT_USERS:-200000}
 # Stock large enough that every request in a run is an admission (409
 # sold_out is a different, cheaper path); STOCK=0 measures that path instead.
 STOCK=${STOCK:-1000000000000}
@@ -80,10 +89,20 @@ admin_token = "$TOKEN"
 [rate_limit]
 global_rps = 0
 per_client_rps = 0
+[buyer_auth]
+mode = "$MODE"
+secret = "$JWT_SECRET"
 [wal]
 dir = "$SERVER_DIR/wal"
 fsync = "$fsync"
 TOML
+  if [[ "$MODE" == jwt ]]; then
+    "$bin" token --config "$SERVER_DIR/flashsale.toml" --user w --count "$JWT_USERS" --ttl 2h \
+      >"$SERVER_DIR/tokens" || { echo "minting tokens with $bin failed" >&2; return 1; }
+    export TOKENS="$SERVER_DIR/tokens"
+  else
+    export TOKENS=
+  fi
   "$@" "$bin" serve --config "$SERVER_DIR/flashsale.toml" >"$SERVER_DIR/server.log" 2>&1 &
   SERVER_PID=$!
   PIDS+=("$SERVER_PID")
@@ -118,8 +137,11 @@ stop_server() {
 }
 
 create_sale() { # sku
+  # jwt runs reuse their tokens: each buyer buys many times.
+  local limit=1
+  [[ "$MODE" == jwt ]] && limit=1000000
   curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    -d "{\"sku\":\"$1\",\"stock\":$STOCK,\"per_user_limit\":1}" \
+    -d "{\"sku\":\"$1\",\"stock\":$STOCK,\"per_user_limit\":$limit}" \
     "http://$ADDR/v1/admin/sales" >/dev/null
 }
 

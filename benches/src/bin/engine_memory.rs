@@ -101,9 +101,16 @@ fn measure(shards: u32, orders: u64, with_request_id: bool) -> Measured {
         .create_sale(spec, 0, DiscardSink)
         .expect("sale is valid");
     let empty = LIVE_BYTES.load(Ordering::Relaxed);
+    let mut id = itoa::Buffer::new();
     for user in 0..orders {
         let request_id = with_request_id.then_some(user ^ 0x5eed);
-        let outcome = engine.purchase("hot", user, 1, request_id, 0, DiscardSink);
+        // Ids like a shop's (`u_81723`, here up to `u_999999`: 3 to 8 bytes).
+        let mut uid = [0u8; 24];
+        let digits = id.format(user).as_bytes();
+        uid[..2].copy_from_slice(b"u_");
+        uid[2..2 + digits.len()].copy_from_slice(digits);
+        let uid = std::str::from_utf8(&uid[..2 + digits.len()]).expect("ASCII");
+        let outcome = engine.purchase("hot", uid, 1, request_id, 0, DiscardSink);
         assert!(
             matches!(outcome, PurchaseOutcome::Admitted(_)),
             "{outcome:?}"

@@ -13,13 +13,14 @@
 //! an operator's typo (an extra zero or three) from becoming a server that
 //! starts and then falls over.
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use persistence::{FsyncMode, WalConfig};
 
-use super::types::Config;
+pub use super::key_kind::{ConfigKey, KeyKind};
+use std::path::PathBuf;
+
+use super::types::{BuyerAuthMode, JwtAlgorithm, TrustedProxies};
 use crate::export::{
     TablePrefix, LANES_MAX, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
 };
@@ -64,94 +65,6 @@ pub const NOT_CONFIG_VARIABLES: &[(&str, &str)] = &[
         "attempts per thread of engine/tests/stress.rs",
     ),
 ];
-
-/// One configuration key.
-pub struct ConfigKey {
-    /// The TOML table it lives in, e.g. `server`.
-    pub section: &'static str,
-    /// Its name in that table, e.g. `listen`.
-    pub name: &'static str,
-    /// What it does, in one line.
-    pub doc: &'static str,
-    /// Masked in the start-up log.
-    pub secret: bool,
-    pub kind: KeyKind,
-}
-
-/// A key's type, with its default, its bounds, and the accessors of the
-/// typed field it fills. `set` receives only values that passed the bounds,
-/// so it may narrow (`u64` to `u32`) without checking again.
-pub enum KeyKind {
-    /// A non-negative integer in `min..=max`; also 0 when `zero_allowed`
-    /// (0 meaning "off" or "the system's choice" for keys whose other
-    /// values start higher).
-    Unsigned {
-        default: u64,
-        min: u64,
-        max: u64,
-        zero_allowed: bool,
-        set: fn(&mut Config, u64),
-        get: fn(&Config) -> u64,
-    },
-    /// An integer in `min..=max`.
-    Signed {
-        default: i64,
-        min: i64,
-        max: i64,
-        set: fn(&mut Config, i64),
-        get: fn(&Config) -> i64,
-    },
-    /// Free text of 1 to `max_bytes` bytes, not blank, no whitespace at
-    /// either end (HTTP strips it from header values, so such a token could
-    /// never be presented).
-    Text {
-        default: &'static str,
-        max_bytes: usize,
-        /// A further check of the value's shape; the error says why.
-        shape: fn(&str) -> Result<(), String>,
-        set: fn(&mut Config, &str),
-        get: fn(&Config) -> &str,
-    },
-    /// Like `Text`, or empty: the feature it enables is off.
-    OptionalText {
-        max_bytes: usize,
-        /// A further check of a non-empty value's shape; the error says why.
-        shape: fn(&str) -> Result<(), String>,
-        set: fn(&mut Config, Option<&str>),
-        get: fn(&Config) -> Option<&str>,
-    },
-    /// One of `choices`.
-    Choice {
-        default: &'static str,
-        choices: &'static [&'static str],
-        set: fn(&mut Config, &str),
-        get: fn(&Config) -> &'static str,
-    },
-    /// `ip:port`.
-    SocketAddr {
-        default: &'static str,
-        set: fn(&mut Config, SocketAddr),
-        get: fn(&Config) -> SocketAddr,
-    },
-    /// A non-empty filesystem path.
-    Dir {
-        default: &'static str,
-        set: fn(&mut Config, &Path),
-        get: fn(&Config) -> &Path,
-    },
-}
-
-impl ConfigKey {
-    /// `section.name`, as errors and the start-up log spell it.
-    pub fn path(&self) -> String {
-        format!("{}.{}", self.section, self.name)
-    }
-
-    /// `FLASHSALE_SECTION_NAME`, the variable that overrides it.
-    pub fn env_name(&self) -> String {
-        format!("FLASHSALE_{}_{}", self.section, self.name).to_ascii_uppercase()
-    }
-}
 
 /// A value that `set` narrows to `u32`; the key's range guarantees it fits.
 fn narrow(v: u64) -> u32 {
@@ -333,6 +246,176 @@ pub static KEYS: &[ConfigKey] = &[
             zero_allowed: true,
             set: |c, v| c.rate_limit.per_client_burst = v,
             get: |c| c.rate_limit.per_client_burst,
+        },
+    },
+    ConfigKey {
+        section: "rate_limit",
+        name: "per_ip_rps",
+        doc: "Refill rate of each address's purchase bucket (IPv6 by /64); 0 = off.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 0,
+            min: 0,
+            max: RATE_MAX,
+            zero_allowed: true,
+            set: |c, v| c.rate_limit.per_ip_rps = v,
+            get: |c| c.rate_limit.per_ip_rps,
+        },
+    },
+    ConfigKey {
+        section: "rate_limit",
+        name: "per_ip_burst",
+        doc: "Capacity of each address's purchase bucket; 0 = per_ip_rps.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 0,
+            min: 0,
+            max: RATE_MAX,
+            zero_allowed: true,
+            set: |c, v| c.rate_limit.per_ip_burst = v,
+            get: |c| c.rate_limit.per_ip_burst,
+        },
+    },
+    ConfigKey {
+        section: "rate_limit",
+        name: "trusted_proxies",
+        doc: "Peers (ip or ip/prefix, comma-separated) whose X-Forwarded-For is believed.",
+        secret: false,
+        kind: KeyKind::OptionalText {
+            max_bytes: 4096,
+            shape: |v| TrustedProxies::parse(v).map(|_| ()),
+            set: |c, v| {
+                c.trusted_proxies = TrustedProxies::parse(v.unwrap_or(""))
+                    .expect("checked by the shape")
+            },
+            get: |c| c.trusted_proxies.text(),
+        },
+    },
+    // [buyer_auth]: how buyers prove who they are (crate::buyer_auth).
+    ConfigKey {
+        section: "buyer_auth",
+        name: "mode",
+        doc: "jwt (Bearer tokens), header (an upstream gateway's), body (benchmarks and tests only).",
+        secret: false,
+        kind: KeyKind::Choice {
+            default: "jwt",
+            choices: &BuyerAuthMode::NAMES,
+            set: |c, v| c.buyer_auth.mode = BuyerAuthMode::named(v).expect("one of NAMES"),
+            get: |c| c.buyer_auth.mode.as_str(),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "algorithm",
+        doc: "The one algorithm tokens are signed with: HS256 (secret), EdDSA or ES256 (public_key_file).",
+        secret: false,
+        kind: KeyKind::Choice {
+            default: "HS256",
+            choices: &JwtAlgorithm::NAMES,
+            set: |c, v| c.buyer_auth.algorithm = JwtAlgorithm::named(v).expect("one of NAMES"),
+            get: |c| c.buyer_auth.algorithm.as_str(),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "secret",
+        doc: "HS256 secret shared with the shop's login service (prefer FLASHSALE_BUYER_AUTH_SECRET).",
+        secret: true,
+        kind: KeyKind::OptionalText {
+            max_bytes: 1024,
+            shape: |_| Ok(()),
+            set: |c, v| c.buyer_auth.secret = v.map(str::to_string),
+            get: |c| c.buyer_auth.secret.as_deref(),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "secret_file",
+        doc: "A file holding the HS256 secret instead (a trailing newline is ignored).",
+        secret: false,
+        kind: KeyKind::OptionalText {
+            max_bytes: 4096,
+            shape: |_| Ok(()),
+            set: |c, v| c.buyer_auth.secret_file = v.map(PathBuf::from),
+            get: |c| c.buyer_auth.secret_file.as_deref().and_then(|p| p.to_str()),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "public_key_file",
+        doc: "PEM public key for EdDSA or ES256 tokens.",
+        secret: false,
+        kind: KeyKind::OptionalText {
+            max_bytes: 4096,
+            shape: |_| Ok(()),
+            set: |c, v| c.buyer_auth.public_key_file = v.map(PathBuf::from),
+            get: |c| c.buyer_auth.public_key_file.as_deref().and_then(|p| p.to_str()),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "issuer",
+        doc: "The iss tokens must carry; empty = not checked.",
+        secret: false,
+        kind: KeyKind::OptionalText {
+            max_bytes: 1024,
+            shape: |_| Ok(()),
+            set: |c, v| c.buyer_auth.issuer = v.map(str::to_string),
+            get: |c| c.buyer_auth.issuer.as_deref(),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "audience",
+        doc: "The aud tokens must carry; empty = not checked.",
+        secret: false,
+        kind: KeyKind::OptionalText {
+            max_bytes: 1024,
+            shape: |_| Ok(()),
+            set: |c, v| c.buyer_auth.audience = v.map(str::to_string),
+            get: |c| c.buyer_auth.audience.as_deref(),
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "leeway_s",
+        doc: "Clock skew allowed on exp, nbf and iat, in seconds.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 30,
+            min: 0,
+            max: 600,
+            zero_allowed: true,
+            set: |c, v| c.buyer_auth.leeway_s = v,
+            get: |c| c.buyer_auth.leeway_s,
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "user_header",
+        doc: "Header mode: the header an upstream gateway names the user in.",
+        secret: false,
+        kind: KeyKind::Text {
+            default: "x-user-id",
+            max_bytes: 64,
+            shape: |v| {
+                hyper::header::HeaderName::from_bytes(v.as_bytes())
+                    .map(|_| ())
+                    .map_err(|_| format!("{v:?} is not a header name"))
+            },
+            set: |c, v| c.buyer_auth.user_header = v.to_ascii_lowercase(),
+            get: |c| &c.buyer_auth.user_header,
+        },
+    },
+    ConfigKey {
+        section: "buyer_auth",
+        name: "require_sku_claim",
+        doc: "Refuse tokens without a skus claim (sale-bound tokens only).",
+        secret: false,
+        kind: KeyKind::Bool {
+            default: false,
+            set: |c, v| c.buyer_auth.require_sku_claim = v,
+            get: |c| c.buyer_auth.require_sku_claim,
         },
     },
     // [wal]: defaults and minimums are persistence's own consts.

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
-use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+use super::types::{
+    BuyerAuthConfig, BuyerAuthMode, Config, ConfigError, ExportConfig, JwtAlgorithm,
+    RateLimitConfig, ServerConfig, TrustedProxies,
+};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// A key's value as the operator gave it, before its type and bounds are
@@ -38,6 +41,9 @@ impl Config {
         config.server.admin_token = "test-token".to_string();
         config.wal.dir = wal_dir.into();
         config.engine.shards = 2;
+        // Most tests name their buyers in the body; those of buyer
+        // authentication set their mode.
+        config.buyer_auth.mode = BuyerAuthMode::Body;
         config
     }
 }
@@ -83,6 +89,19 @@ pub(super) fn placeholder() -> Config {
             max_orders_per_sale: 0,
         },
         rate_limit: RateLimitConfig::default(),
+        trusted_proxies: TrustedProxies::default(),
+        buyer_auth: BuyerAuthConfig {
+            mode: BuyerAuthMode::Body,
+            algorithm: JwtAlgorithm::EdDsa,
+            secret: None,
+            secret_file: None,
+            public_key_file: None,
+            issuer: None,
+            audience: None,
+            leeway_s: 0,
+            user_header: String::new(),
+            require_sku_claim: true,
+        },
         wal: WalConfig {
             dir: PathBuf::new(),
             fsync: FsyncMode::Never,
@@ -238,6 +257,10 @@ fn apply(
             }
             set(config, Path::new(v));
         }
+        KeyKind::Bool { default, set, .. } => {
+            let v = given.map_or(Ok(*default), |g| boolean(key, g))?;
+            set(config, v);
+        }
     }
     Ok(())
 }
@@ -272,6 +295,28 @@ fn integer(key: &ConfigKey, given: Given<'_>) -> Result<i128, ConfigError> {
                 format!("expected an integer, got {value:?}"),
             )
         }),
+    }
+}
+
+/// The given value as a boolean: a TOML boolean, or `true`/`false` in a
+/// variable.
+fn boolean(key: &ConfigKey, given: Given<'_>) -> Result<bool, ConfigError> {
+    match given {
+        Given::File(toml::Value::Boolean(b)) => Ok(*b),
+        Given::File(other) => Err(invalid(
+            key,
+            Some(given),
+            format!("expected a boolean, got a {}", other.type_str()),
+        )),
+        Given::Env { value, .. } => match value.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(invalid(
+                key,
+                Some(given),
+                format!("expected true or false, got {value:?}"),
+            )),
+        },
     }
 }
 
@@ -339,6 +384,9 @@ fn resolve_bursts(r: &mut RateLimitConfig) {
     if r.per_client_rps > 0 && r.per_client_burst == 0 {
         r.per_client_burst = r.per_client_rps;
     }
+    if r.per_ip_rps > 0 && r.per_ip_burst == 0 {
+        r.per_ip_burst = r.per_ip_rps;
+    }
 }
 
 /// The documented token is public: anyone who can reach a non-loopback
@@ -368,6 +416,7 @@ pub(super) fn value_text(key: &ConfigKey, config: &Config) -> String {
         KeyKind::Choice { get, .. } => get(config).to_string(),
         KeyKind::SocketAddr { get, .. } => get(config).to_string(),
         KeyKind::Dir { get, .. } => get(config).display().to_string(),
+        KeyKind::Bool { get, .. } => get(config).to_string(),
     }
 }
 

@@ -10,10 +10,12 @@
 //! crate's consts (`persistence::WalConfig::*_DEFAULT`,
 //! `engine::MAX_ORDERS_PER_SALE_DEFAULT`), named in the table, not copied.
 //!
-//! Files: `types.rs` the typed configs and the error; `keys.rs` the table;
-//! `load.rs` the loader and the log line. Imports go one way
-//! (types <- keys <- load), so no two files import each other.
+//! Files: `types.rs` the typed configs and the error; `key_kind.rs` what a
+//! key is; `keys.rs` the table; `load.rs` the loader and the log line.
+//! Imports go one way (types <- key_kind <- keys <- load), so no two files
+//! import each other.
 
+mod key_kind;
 mod keys;
 mod load;
 mod types;
@@ -26,4 +28,7 @@ pub use keys::{
     IO_THREADS_MAX, KEYS, NOT_CONFIG_VARIABLES, SHARDS_MAX,
 };
 pub use load::load;
-pub use types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+pub use types::{
+    BuyerAuthConfig, BuyerAuthMode, Config, ConfigError, ExportConfig, JwtAlgorithm,
+    RateLimitConfig, ServerConfig, TrustedProxies,
+};

@@ -33,6 +33,7 @@ fn default_toml(key: &ConfigKey) -> toml::Value {
         | KeyKind::SocketAddr { default, .. }
         | KeyKind::Dir { default, .. } => toml::Value::String(default.to_string()),
         KeyKind::OptionalText { .. } => toml::Value::String(String::new()),
+        KeyKind::Bool { default, .. } => toml::Value::Boolean(*default),
     }
 }
 
@@ -48,6 +49,7 @@ fn as_toml(key: &ConfigKey, value: &str) -> Option<toml::Value> {
         | KeyKind::Choice { .. }
         | KeyKind::SocketAddr { .. }
         | KeyKind::Dir { .. } => Some(toml::Value::String(value.to_string())),
+        KeyKind::Bool { .. } => value.parse::<bool>().ok().map(toml::Value::Boolean),
     }
 }
 
@@ -70,6 +72,12 @@ fn accepted(key: &ConfigKey) -> Vec<String> {
             "shop_1_".into(),
             "x".repeat(crate::export::TABLE_PREFIX_LEN_MAX),
         ];
+    }
+    if key.path() == "buyer_auth.user_header" {
+        return vec!["x-user".into(), "x".repeat(64)];
+    }
+    if key.path() == "rate_limit.trusted_proxies" {
+        return vec!["10.0.0.1".into(), "10.0.0.0/8, ::1,fd00::/8".into()];
     }
     match &key.kind {
         KeyKind::Unsigned {
@@ -96,11 +104,18 @@ fn accepted(key: &ConfigKey) -> Vec<String> {
         KeyKind::Choice { choices, .. } => choices.iter().map(|c| c.to_string()).collect(),
         KeyKind::SocketAddr { .. } => vec!["127.0.0.1:1".to_string(), "[::1]:2".to_string()],
         KeyKind::Dir { .. } => vec!["/tmp/flashsale-test".to_string(), "rel/dir".to_string()],
+        KeyKind::Bool { .. } => vec!["true".to_string(), "false".to_string()],
     }
 }
 
 /// Values the key must refuse: one past each bound, and wrong shapes.
 fn refused(key: &ConfigKey) -> Vec<String> {
+    if key.path() == "buyer_auth.user_header" {
+        return vec![String::new(), "x user".into(), "x:y".into(), "x".repeat(65)];
+    }
+    if key.path() == "rate_limit.trusted_proxies" {
+        return vec!["proxy.local".into(), "10.0.0.0/33".into(), "::1/129".into()];
+    }
     if key.path() == "export.table_prefix" {
         return vec![
             String::new(),
@@ -143,6 +158,7 @@ fn refused(key: &ConfigKey) -> Vec<String> {
         KeyKind::Choice { .. } => vec![String::new(), "sometimes".into()],
         KeyKind::SocketAddr { .. } => vec![String::new(), "nowhere".into(), "127.0.0.1".into()],
         KeyKind::Dir { .. } => vec![String::new()],
+        KeyKind::Bool { .. } => vec![String::new(), "yes".into(), "1".into()],
     }
 }
 
@@ -252,7 +268,8 @@ fn wrong_toml_types_name_the_key() {
             | KeyKind::OptionalText { .. }
             | KeyKind::Choice { .. }
             | KeyKind::SocketAddr { .. }
-            | KeyKind::Dir { .. } => toml::Value::Integer(1),
+            | KeyKind::Dir { .. }
+            | KeyKind::Bool { .. } => toml::Value::Integer(1),
         };
         let err = load(&file_with(key, wrong), &[]).unwrap_err().to_string();
         assert!(
@@ -346,6 +363,21 @@ fn every_typed_field_is_filled_by_a_key() {
             global_burst: 7,
             per_client_rps: 7,
             per_client_burst: 7,
+            per_ip_rps: 7,
+            per_ip_burst: 7,
+        },
+        trusted_proxies: super::types::TrustedProxies::parse("10.7.7.7").unwrap(),
+        buyer_auth: super::types::BuyerAuthConfig {
+            mode: super::types::BuyerAuthMode::Header,
+            algorithm: super::types::JwtAlgorithm::Es256,
+            secret: Some("other".into()),
+            secret_file: Some("/other".into()),
+            public_key_file: Some("/other".into()),
+            issuer: Some("other".into()),
+            audience: Some("other".into()),
+            leeway_s: 7,
+            user_header: "x-other".into(),
+            require_sku_claim: true,
         },
         wal: WalConfig {
             dir: "/other".into(),
@@ -414,8 +446,14 @@ fn startup_log_shows_every_key_and_masks_secrets() {
     let e = env(&[
         ("FLASHSALE_SERVER_ADMIN_TOKEN", "hunter2-token"),
         ("FLASHSALE_EXPORT_POSTGRES_URL", "postgres://u:hunter3@h/db"),
+        (
+            "FLASHSALE_BUYER_AUTH_SECRET",
+            "hunter4-0123456789abcdef0123456789",
+        ),
     ]);
-    let line = load("", &e).unwrap().to_string();
+    let config = load("", &e).unwrap();
+    assert!(!format!("{config:?}").contains("hunter4"), "{config:?}");
+    let line = config.to_string();
     let fields: Vec<&str> = line.split(' ').collect();
     assert_eq!(fields.len(), KEYS.len(), "{line}");
     for (key, field) in KEYS.iter().zip(&fields) {
@@ -427,6 +465,7 @@ fn startup_log_shows_every_key_and_masks_secrets() {
     }
     assert!(!line.contains("hunter2"), "{line}");
     assert!(!line.contains("hunter3"), "{line}");
+    assert!(!line.contains("hunter4"), "{line}");
     // An unset secret shows as unset.
     let line = load("", &[]).unwrap().to_string();
     assert!(line.contains(" export.postgres_url= "), "{line}");

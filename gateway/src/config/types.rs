@@ -3,6 +3,7 @@
 //! nothing about defaults or ranges.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::wal::WalConfig;
@@ -47,6 +48,189 @@ pub struct RateLimitConfig {
     pub global_burst: u64,
     pub per_client_rps: u64,
     pub per_client_burst: u64,
+    /// Purchases per client address (an IPv6 address counts by its /64).
+    pub per_ip_rps: u64,
+    pub per_ip_burst: u64,
+}
+
+/// `[rate_limit] trusted_proxies`, validated: the peers whose
+/// `X-Forwarded-For` is believed. Kept apart from [`RateLimitConfig`],
+/// which is `Copy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    /// (network address, prefix length) pairs.
+    pub nets: Vec<(std::net::IpAddr, u8)>,
+    /// As configured; `None` when empty.
+    text: Option<String>,
+}
+
+impl TrustedProxies {
+    /// Parses `ip` and `ip/prefix` entries separated by commas (spaces
+    /// allowed around them); empty = none.
+    pub fn parse(text: &str) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (addr, prefix) = match entry.split_once('/') {
+                Some((addr, prefix)) => (addr, Some(prefix)),
+                None => (entry, None),
+            };
+            let ip: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{entry:?} is not an IP address or ip/prefix"))?;
+            let bits = if ip.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix {
+                None => bits,
+                Some(p) => p
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|&p| p <= bits)
+                    .ok_or_else(|| format!("{entry:?}: prefix must be 0 to {bits}"))?,
+            };
+            nets.push((ip, prefix));
+        }
+        let text = (!text.trim().is_empty()).then(|| text.to_string());
+        Ok(TrustedProxies { nets, text })
+    }
+
+    /// The entries as configured; `None` when there are none.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+
+    /// Whether `ip` is in one of the networks.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        self.nets.iter().any(|&(net, prefix)| match (net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            (IpAddr::V4(_), IpAddr::V6(_)) | (IpAddr::V6(_), IpAddr::V4(_)) => false,
+        })
+    }
+}
+
+/// How a buyer proves who they are (`[buyer_auth] mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuyerAuthMode {
+    /// `Authorization: Bearer <JWT>`; the user is the token's `sub`.
+    Jwt,
+    /// An upstream gateway authenticated the buyer and names them in a header.
+    Header,
+    /// The client names itself in the body or query: benchmarks and tests.
+    Body,
+}
+
+impl BuyerAuthMode {
+    pub const ALL: [BuyerAuthMode; 3] = [
+        BuyerAuthMode::Jwt,
+        BuyerAuthMode::Header,
+        BuyerAuthMode::Body,
+    ];
+    /// The names the key takes, in `ALL` order.
+    pub const NAMES: [&'static str; 3] = [
+        Self::ALL[0].as_str(),
+        Self::ALL[1].as_str(),
+        Self::ALL[2].as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BuyerAuthMode::Jwt => "jwt",
+            BuyerAuthMode::Header => "header",
+            BuyerAuthMode::Body => "body",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<BuyerAuthMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// The one signature algorithm tokens must use; a token's own `alg` header
+/// never chooses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    EdDsa,
+    Es256,
+}
+
+impl JwtAlgorithm {
+    pub const ALL: [JwtAlgorithm; 3] = [
+        JwtAlgorithm::Hs256,
+        JwtAlgorithm::EdDsa,
+        JwtAlgorithm::Es256,
+    ];
+    /// The names the key takes, in `ALL` order.
+    pub const NAMES: [&'static str; 3] = [
+        Self::ALL[0].as_str(),
+        Self::ALL[1].as_str(),
+        Self::ALL[2].as_str(),
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::EdDsa => "EdDSA",
+            JwtAlgorithm::Es256 => "ES256",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<JwtAlgorithm> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// `[buyer_auth]`, validated key by key. Whether the keys fit together
+/// (a secret for HS256, a public key for the others) is checked where the
+/// key material is read, at start (`crate::buyer_auth::BuyerAuth::load`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BuyerAuthConfig {
+    pub mode: BuyerAuthMode,
+    pub algorithm: JwtAlgorithm,
+    /// The HS256 secret; never logged.
+    pub secret: Option<String>,
+    /// A file holding the HS256 secret (trailing newline ignored).
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key for EdDSA or ES256.
+    pub public_key_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_s: u64,
+    /// Header mode: the header naming the user (lower case).
+    pub user_header: String,
+    /// Refuse tokens without a `skus` claim.
+    pub require_sku_claim: bool,
+}
+
+/// Hand-written so the secret stays out of `{:?}`.
+impl std::fmt::Debug for BuyerAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuyerAuthConfig")
+            .field("mode", &self.mode)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("secret_file", &self.secret_file)
+            .field("public_key_file", &self.public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_s", &self.leeway_s)
+            .field("user_header", &self.user_header)
+            .field("require_sku_claim", &self.require_sku_claim)
+            .finish()
+    }
 }
 
 /// `[export]`, validated: the relay of order events into PostgreSQL.
@@ -90,6 +274,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub engine: engine::EngineConfig,
     pub rate_limit: RateLimitConfig,
+    pub trusted_proxies: TrustedProxies,
+    pub buyer_auth: BuyerAuthConfig,
     pub wal: WalConfig,
     pub export: ExportConfig,
 }

@@ -86,7 +86,7 @@ pub struct SaleRow {
 pub struct OrderRow {
     pub order_id: u64,
     pub sku: Arc<str>,
-    pub user_id: u64,
+    pub user_id: Arc<str>,
     pub qty: u32,
     pub state: OrderState,
     pub created_at_ms: u64,

@@ -56,7 +56,7 @@ pub fn check_admin(server: &ServerConfig, credential: &Credential<'_>) -> Result
     }
 }
 
-fn is_admin_token(server: &ServerConfig, token: &[u8]) -> bool {
+pub(crate) fn is_admin_token(server: &ServerConfig, token: &[u8]) -> bool {
     constant_time_eq(token, server.admin_token.as_bytes())
 }
 

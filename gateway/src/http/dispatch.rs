@@ -48,7 +48,7 @@ pub fn handle(
     }
     let next = match route(&app, ip, &req) {
         Step::Done(route, resp) => Next::Done(route, resp),
-        Step::Purchase(sku, body_type) => match Purchase::new(&app, sku, body_type, req) {
+        Step::Purchase(sku, body_type) => match Purchase::new(&app, ip, sku, body_type, req) {
             Ok(p) => Next::Purchase(p),
             Err(resp) => Next::Done(Route::Purchase, resp),
         },
@@ -212,7 +212,8 @@ impl EngineRoute {
 enum Limit {
     /// The client's IP, here, before the handler.
     Ip,
-    /// Purchase: the global bucket first, the user once the body is read
+    /// Purchase: the global bucket and the client's address first, then
+    /// the user once the credential (or in body mode the body) names them
     /// (in the handler).
     User,
     /// Admin and payment: not limited.
@@ -276,6 +277,7 @@ fn engine_route(app: &App, ip: IpAddr, target: MatchedRoute<'_>, req: &Request<I
     match engine_route.limit() {
         Limit::Ip if app.limiter.enabled() => {
             let now = app.limiter.now_ns();
+            let ip = app.client_ip(ip, req.headers());
             if let Err(retry) = app
                 .limiter
                 .check_global(now)

@@ -1,7 +1,8 @@
 //! The HTTP layer: HTTP and JSON in, engine calls, JSON out. One file per
 //! concern: [`route`] (the route table), [`dispatch`] (the entry point),
 //! `head` (head checks), `response` (the JSON envelope and errors), `body`
-//! (reading and parsing bodies), `auth` (admin tokens), `ack` (waiting for
+//! (reading and parsing bodies), `auth` (admin tokens), `buyer` (who a
+//! buyer is, per `[buyer_auth] mode`), `ack` (waiting for
 //! durability), and the handlers: `purchase` (the hot path), `orders`,
 //! `sales`, `admin`, `probes`.
 //!
@@ -19,6 +20,7 @@ mod ack;
 mod admin;
 mod auth;
 mod body;
+mod buyer;
 pub mod dispatch;
 mod head;
 mod orders;

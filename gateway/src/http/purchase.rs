@@ -1,20 +1,23 @@
 //! Purchase: the hot path.
 //!
-//! Ordered to refuse early: the global rate limit (no body read), the
-//! declared type and length, then body read and parse, then the per-user
-//! limit, then the engine (whose own first checks are read-only), then the
-//! wait for durability. The common answers are built without formatting:
+//! Ordered to refuse early: the global and per-address rate limits and the
+//! buyer's credential (no body read), the declared type and length, then
+//! body read and parse, then the per-user limit, then the engine (whose own
+//! first checks are read-only), then the wait for durability. The common answers are built without formatting:
 //! rejections are static bytes, the admission body is written on the stack.
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use engine::{Admission, PurchaseOutcome, Rejection, SKU_LEN_MAX};
+use std::net::IpAddr;
+
+use engine::{Admission, PurchaseOutcome, Rejection, SKU_LEN_MAX, USER_ID_LEN_MAX};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 
 use super::ack::acknowledge;
 use super::body::{check_body_type, check_content_length, collect_body, parse};
+use super::buyer::{identify, named_user, Buyer};
 use super::head::BodyType;
 use super::purchase_body::PurchaseBody;
 use super::response::{
@@ -24,9 +27,10 @@ use super::response::{
 use crate::app::{unix_ms, App, Core};
 use crate::wal::Ticket;
 
-/// Longest admission body: its fixed text (79 bytes), a sku and four
-/// integers of up to 20 digits.
-const ADMITTED_BODY_MAX: usize = 80 + SKU_LEN_MAX + 4 * 20;
+/// Longest admission body: its fixed text (81 bytes), a sku, a user id
+/// escaped (at most 6 bytes per byte, `\u00XX`) and three integers of up to
+/// 20 digits.
+const ADMITTED_BODY_MAX: usize = 81 + SKU_LEN_MAX + 6 * USER_ID_LEN_MAX + 3 * 20;
 
 /// Longest `request_id` accepted.
 pub const REQUEST_ID_LEN_MAX: usize = 64;
@@ -88,17 +92,21 @@ impl PathSku {
 pub(crate) struct Purchase {
     body: Incoming,
     sku: PathSku,
+    /// Who buys, from the credential (read before the body).
+    buyer: Buyer,
     /// The rate limiter's clock when the request came (0 when it is off).
     now: u64,
 }
 
 impl Purchase {
-    /// The global rate limit, then the declared body type and length (in
-    /// that order: a refusal by the limiter is the cheapest); then takes
-    /// the request apart.
+    /// The global and per-address rate limits, the buyer's credential,
+    /// then the declared body type and length (in that order: a refusal by
+    /// the limiter is the cheapest, and a bot without a token is refused
+    /// before anything of it is read); then takes the request apart.
     #[inline]
     pub(crate) fn new(
         app: &App,
+        peer: IpAddr,
         sku: PathSku,
         body_type: BodyType,
         req: Request<Incoming>,
@@ -112,6 +120,13 @@ impl Purchase {
         if let Err(retry) = limiter.check_global(now) {
             return Err(rate_limited(&app.metrics, retry));
         }
+        if limiter.purchase_ips.is_some() {
+            let ip = app.client_ip(peer, req.headers());
+            if let Err(retry) = limiter.check_purchase_ip(ip, now) {
+                return Err(rate_limited(&app.metrics, retry));
+            }
+        }
+        let buyer = identify(app, req.headers(), Some(sku.as_str()))?;
         if app.core().is_some_and(|core| app.export_lagging(core)) {
             app.export.refused_purchase();
             return Err(unavailable(
@@ -123,6 +138,7 @@ impl Purchase {
         Ok(Purchase {
             body: req.into_body(),
             sku,
+            buyer,
             now,
         })
     }
@@ -136,14 +152,19 @@ pub(crate) async fn purchase(app: &App, p: Purchase) -> Resp {
     let Some(core) = app.core() else {
         return unavailable("recovery in progress");
     };
-    let Purchase { body, sku, now } = p;
+    let Purchase {
+        body,
+        sku,
+        buyer,
+        now,
+    } = p;
     let bytes = match collect_body(&app.config.server, body).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };
     let sku = sku.as_str();
     // The body is not held across the wait either (see `Purchase`).
-    let admitted = admit(app, core, sku, &bytes, now);
+    let admitted = admit(app, core, sku, &buyer, &bytes, now);
     drop(bytes);
     let admitted = match admitted {
         Ok(a) => a,
@@ -173,21 +194,41 @@ struct Admitted {
 /// Parses the body, applies the per-user limit and asks the engine; the
 /// answer is a rejection to send at once or an admission to acknowledge.
 #[inline]
-fn admit(app: &App, core: &Core, sku: &str, bytes: &[u8], now: u64) -> Result<Admitted, Resp> {
+fn admit(
+    app: &App,
+    core: &Core,
+    sku: &str,
+    buyer: &Buyer,
+    bytes: &[u8],
+    now: u64,
+) -> Result<Admitted, Resp> {
     // Parsed in place: `request_id` borrows from hyper's buffer only until
     // this returns, and the caller drops that buffer before its wait.
     let p = match PurchaseBody::parse_plain(bytes) {
         Some(p) => p,
         None => parse::<PurchaseBody<'_>>(bytes)?,
     };
-    if let Err(retry) = app.limiter.check_user(p.user_id, now) {
+    let named;
+    let user_id = match buyer {
+        Buyer::Known(_) if p.user_id.is_some() => {
+            return Err(bad_request(
+                "user_id: the credential names the buyer; leave it out of the body",
+            ));
+        }
+        Buyer::Known(id) => id.as_str(),
+        Buyer::Unauthenticated => {
+            named = named_user(p.user_id.as_deref(), "user_id")?;
+            named.as_str()
+        }
+    };
+    if let Err(retry) = app.limiter.check_user(user_id, now) {
         return Err(rate_limited(&app.metrics, retry));
     }
     let request_id = p.request_id.as_deref().map(check_request_id).transpose()?;
     let mut sink = core.sink();
     let outcome = core
         .engine
-        .purchase(sku, p.user_id, p.qty, request_id, unix_ms(), &mut sink);
+        .purchase(sku, user_id, p.qty, request_id, unix_ms(), &mut sink);
     let (status, admission) = match outcome {
         PurchaseOutcome::Admitted(a) => (StatusCode::CREATED, a),
         PurchaseOutcome::Replayed(a) => (StatusCode::OK, a),
@@ -196,7 +237,7 @@ fn admit(app: &App, core: &Core, sku: &str, bytes: &[u8], now: u64) -> Result<Ad
             return Err(rejection(r));
         }
     };
-    let body = admitted_body(&admission, sku);
+    let body = admitted_body(&admission, sku, user_id);
     Ok(Admitted {
         status,
         ticket: sink.ticket(),
@@ -206,30 +247,56 @@ fn admit(app: &App, core: &Core, sku: &str, bytes: &[u8], now: u64) -> Result<Ad
 
 /// The 201/200 body of an admission. Built by hand on the stack: `write!`
 /// into a `String` cost ~1,300 instructions and two allocations per
-/// admission; this is one allocation.
+/// admission; this is one allocation. The user id is any string, so it is
+/// escaped as JSON.
 #[inline]
-fn admitted_body(admission: &Admission, sku: &str) -> Bytes {
-    let mut ints = [itoa::Buffer::new(); 4];
-    let [order_id, user_id, qty, expires] = &mut ints;
+fn admitted_body(admission: &Admission, sku: &str, user_id: &str) -> Bytes {
+    let mut ints = [itoa::Buffer::new(); 3];
+    let [order_id, qty, expires] = &mut ints;
     let mut buf = [0u8; ADMITTED_BODY_MAX];
     let mut len = 0;
-    for part in [
-        "{\"status\":\"admitted\",\"order_id\":\"",
-        order_id.format(admission.order_id.0),
-        "\",\"sku\":\"",
-        sku,
-        "\",\"user_id\":",
-        user_id.format(admission.user_id),
-        ",\"qty\":",
-        qty.format(admission.qty),
-        ",\"expires_at_ms\":",
-        expires.format(admission.expires_at_ms),
-        "}",
-    ] {
-        buf[len..len + part.len()].copy_from_slice(part.as_bytes());
+    let mut put = |part: &[u8]| {
+        buf[len..len + part.len()].copy_from_slice(part);
         len += part.len();
-    }
+    };
+    put(b"{\"status\":\"admitted\",\"order_id\":\"");
+    put(order_id.format(admission.order_id.0).as_bytes());
+    put(b"\",\"sku\":\"");
+    put(sku.as_bytes());
+    put(b"\",\"user_id\":\"");
+    escape_json_into(user_id, &mut put);
+    put(b"\",\"qty\":");
+    put(qty.format(admission.qty).as_bytes());
+    put(b",\"expires_at_ms\":");
+    put(expires.format(admission.expires_at_ms).as_bytes());
+    put(b"}");
     Bytes::copy_from_slice(&buf[..len])
+}
+
+/// Writes `s` escaped as the inside of a JSON string: `"` and `\\` by a
+/// backslash, control characters as `\u00XX`, everything else as it is.
+#[inline]
+pub(crate) fn escape_json_into(s: &str, put: &mut impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut control = *b"\\u0000";
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x00..=0x1f => {
+                control[4] = HEX[usize::from(b >> 4)];
+                control[5] = HEX[usize::from(b & 15)];
+                &control
+            }
+            _ => continue,
+        };
+        put(&bytes[start..i]);
+        put(escaped);
+        start = i + 1;
+    }
+    put(&bytes[start..]);
 }
 
 /// The answer to an engine rejection. The common ones, above all `sold_out`
@@ -289,6 +356,12 @@ pub(crate) fn rejection(r: Rejection) -> Resp {
         Rejection::InvalidQuantity => {
             return bad_request(&format!("qty: must be between 1 and {}", engine::QTY_MAX))
         }
+        Rejection::InvalidUser => {
+            return bad_request(&format!("user_id: must be 1 to {USER_ID_LEN_MAX} bytes"))
+        }
+        Rejection::UsersFull => {
+            return unavailable("the engine holds as many distinct buyers as it can")
+        }
         Rejection::Unavailable(_) => return log_unavailable(),
     };
     json_static(status, body)
@@ -315,13 +388,18 @@ mod tests {
             Rejection::UnknownSku,
             Rejection::InvalidSku,
             Rejection::InvalidQuantity,
+            Rejection::InvalidUser,
+            Rejection::UsersFull,
             Rejection::Unavailable(engine::SinkError::Full),
         ];
         for r in all {
             let bytes = body_bytes(&rejection(r));
             let v: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
             let want = match r {
-                Rejection::InvalidSku | Rejection::InvalidQuantity => "bad_request",
+                Rejection::InvalidSku | Rejection::InvalidQuantity | Rejection::InvalidUser => {
+                    "bad_request"
+                }
+                Rejection::UsersFull => "unavailable",
                 _ => r.as_str(),
             };
             assert_eq!(v["status"], want, "{r:?}");
@@ -337,23 +415,29 @@ mod tests {
         let sku = "s".repeat(SKU_LEN_MAX);
         let admission = Admission {
             order_id: engine::OrderId(u64::MAX),
-            user_id: u64::MAX,
             qty: u32::MAX,
             created_at_ms: u64::MAX,
             expires_at_ms: u64::MAX,
         };
-        let body = admitted_body(&admission, &sku);
-        let want = serde_json::json!({
-            "status": "admitted",
-            "order_id": u64::MAX.to_string(),
-            "sku": sku,
-            "user_id": u64::MAX,
-            "qty": u32::MAX,
-            "expires_at_ms": u64::MAX,
-        });
-        let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(got, want);
-        assert!(body.len() <= ADMITTED_BODY_MAX);
+        let controls: String = (0u8..0x20)
+            .map(char::from)
+            .cycle()
+            .take(USER_ID_LEN_MAX)
+            .collect();
+        for user in [controls.as_str(), &"\"".repeat(128), "ü漢🙂 \\/", "u_81723"] {
+            let body = admitted_body(&admission, &sku, user);
+            let want = serde_json::json!({
+                "status": "admitted",
+                "order_id": u64::MAX.to_string(),
+                "sku": sku,
+                "user_id": user,
+                "qty": u32::MAX,
+                "expires_at_ms": u64::MAX,
+            });
+            let got: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(got, want);
+            assert!(body.len() <= ADMITTED_BODY_MAX);
+        }
     }
 
     #[test]

@@ -15,7 +15,9 @@ use serde::Deserialize;
 #[derive(Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PurchaseBody<'a> {
-    pub user_id: u64,
+    /// Body mode only: the credential names the buyer in the other modes.
+    #[serde(borrow, default)]
+    pub user_id: Option<Cow<'a, str>>,
     #[serde(default = "one")]
     pub qty: u32,
     #[serde(borrow, default)]
@@ -27,11 +29,11 @@ fn one() -> u32 {
 }
 
 impl<'a> PurchaseBody<'a> {
-    /// Parses `{"user_id":N,"qty":N,"request_id":"S"}` (any order, any
-    /// JSON whitespace, `qty` and `request_id` optional). `None` when the
-    /// body is anything else, including valid JSON this does not read:
-    /// escapes, non-ASCII, `null`, floats, exponents, repeated or unknown
-    /// keys, integers out of range.
+    /// Parses `{"user_id":"S","qty":N,"request_id":"S"}` (any order, any
+    /// JSON whitespace, every key optional). `None` when the body is
+    /// anything else, including valid JSON this does not read: escapes,
+    /// non-ASCII, `null`, floats, exponents, repeated or unknown keys,
+    /// integers out of range.
     pub(crate) fn parse_plain(body: &'a [u8]) -> Option<PurchaseBody<'a>> {
         let mut p = Plain { body, at: 0 };
         let mut user_id = None;
@@ -41,7 +43,7 @@ impl<'a> PurchaseBody<'a> {
         p.byte(b'{')?;
         p.ws();
         if p.peek() == Some(b'}') {
-            // `{}` lacks `user_id`: serde's error.
+            // `{}`: rare enough to leave to serde.
             return None;
         }
         loop {
@@ -50,7 +52,10 @@ impl<'a> PurchaseBody<'a> {
             p.byte(b':')?;
             p.ws();
             match key {
-                b"user_id" if user_id.is_none() => user_id = Some(p.integer()?),
+                b"user_id" if user_id.is_none() => {
+                    // Printable ASCII only (see `string`): valid UTF-8.
+                    user_id = Some(std::str::from_utf8(p.string()?).ok()?);
+                }
                 b"qty" if qty.is_none() => qty = Some(u32::try_from(p.integer()?).ok()?),
                 b"request_id" if request_id.is_none() => {
                     // Printable ASCII only (see `string`): valid UTF-8.
@@ -70,7 +75,7 @@ impl<'a> PurchaseBody<'a> {
             return None;
         }
         Some(PurchaseBody {
-            user_id: user_id?,
+            user_id: user_id.map(Cow::Borrowed),
             qty: qty.unwrap_or(1),
             request_id: request_id.map(Cow::Borrowed),
         })
@@ -151,19 +156,23 @@ mod tests {
     fn reads_the_usual_shapes() {
         for (body, want) in [
             (
-                r#"{"user_id":123456789012,"qty":1,"request_id":"w1-7"}"#,
-                (123456789012, 1, Some("w1-7")),
+                r#"{"user_id":"123456789012","qty":1,"request_id":"w1-7"}"#,
+                (Some("123456789012"), 1, Some("w1-7")),
             ),
-            (r#"{"user_id":7}"#, (7, 1, None)),
+            (r#"{"user_id":"u_81723"}"#, (Some("u_81723"), 1, None)),
             (
-                " {\n\t\"qty\" : 3 ,\"user_id\":0 ,\r\"request_id\":\"a b\"} ",
-                (0, 3, Some("a b")),
+                " {\n\t\"qty\" : 3 ,\"user_id\":\"0\" ,\r\"request_id\":\"a b\"} ",
+                (Some("0"), 3, Some("a b")),
             ),
-            (r#"{"user_id":18446744073709551615}"#, (u64::MAX, 1, None)),
+            (r#"{"qty":2}"#, (None, 2, None)),
+            (
+                r#"{"user_id":"550e8400-e29b-41d4-a716-446655440000"}"#,
+                (Some("550e8400-e29b-41d4-a716-446655440000"), 1, None),
+            ),
         ] {
             let got = PurchaseBody::parse_plain(body.as_bytes()).expect(body);
             assert_eq!(
-                (got.user_id, got.qty, got.request_id.as_deref()),
+                (got.user_id.as_deref(), got.qty, got.request_id.as_deref()),
                 want,
                 "{body}"
             );
@@ -175,23 +184,24 @@ mod tests {
     fn leaves_the_rest_to_serde() {
         for body in [
             r#"{}"#,
-            r#"{"qty":1}"#,
-            r#"{"user_id":1,"user_id":2}"#,
-            r#"{"user_id":01}"#,
-            r#"{"user_id":-1}"#,
-            r#"{"user_id":1.0}"#,
-            r#"{"user_id":1e3}"#,
-            r#"{"user_id":18446744073709551616}"#,
-            r#"{"user_id":1,"qty":4294967296}"#,
-            r#"{"user_id":"1"}"#,
-            r#"{"user_id":1,"request_id":null}"#,
-            r#"{"user_id":1,"request_id":"a\"b"}"#,
-            r#"{"user_id":1,"request_id":"é"}"#,
-            r#"{"user_id":1,"extra":true}"#,
-            r#"{"user_id":1,}"#,
-            r#"{"user_id":1} x"#,
-            r#"{"user_id":1"#,
-            r#"{"user\u005fid":1}"#,
+            r#"{"user_id":"1","user_id":"2"}"#,
+            r#"{"user_id":1}"#,
+            r#"{"user_id":null}"#,
+            r#"{"user_id":"é"}"#,
+            r#"{"user_id":"a\u0041"}"#,
+            r#"{"user_id":"1","qty":01}"#,
+            r#"{"user_id":"1","qty":-1}"#,
+            r#"{"user_id":"1","qty":1.0}"#,
+            r#"{"user_id":"1","qty":1e3}"#,
+            r#"{"user_id":"1","qty":4294967296}"#,
+            r#"{"user_id":"1","request_id":null}"#,
+            r#"{"user_id":"1","request_id":"a\"b"}"#,
+            r#"{"user_id":"1","request_id":"é"}"#,
+            r#"{"user_id":"1","extra":true}"#,
+            r#"{"user_id":"1",}"#,
+            r#"{"user_id":"1"} x"#,
+            r#"{"user_id":"1""#,
+            r#"{"user\u005fid":"1"}"#,
             "",
             "not json",
         ] {
@@ -232,7 +242,7 @@ mod tests {
         ];
         let member = (key, ws.clone(), ws.clone(), number, string).prop_map(
             |(key, w1, w2, number, string)| {
-                let value = if key == "request_id" { string } else { number };
+                let value = if key == "qty" { number } else { string };
                 (key, format!("\"{key}\"{w1}:{w2}{value}"))
             },
         );
@@ -322,7 +332,9 @@ mod tests {
     /// so the fast path is the one taken.
     #[test]
     fn answers_for_generated_traffic() {
-        let body = br#"{"user_id":123456789012,"qty":1,"request_id":"w2-99"}"#;
+        let body = br#"{"user_id":"123456789012","qty":1,"request_id":"w2-99"}"#;
+        assert!(PurchaseBody::parse_plain(body).is_some());
+        let body = br#"{"qty":1,"request_id":"w2-99"}"#;
         assert!(PurchaseBody::parse_plain(body).is_some());
     }
 }

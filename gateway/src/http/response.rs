@@ -120,6 +120,35 @@ pub fn unauthorized() -> Resp {
     resp
 }
 
+/// A buyer without a valid credential: one answer for every reason (the
+/// reason goes to metrics and the debug log, not to the client).
+pub fn buyer_unauthorized() -> Resp {
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid buyer credential is required",
+    );
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    resp
+}
+
+/// A valid buyer token that does not cover this sale (its `skus` claim).
+pub fn buyer_forbidden() -> Resp {
+    let mut resp = error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "the token does not allow buying this sku",
+    );
+    resp.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+    );
+    resp
+}
+
 /// An answer after which the connection closes: what is left of the
 /// request (an unread body, say) would otherwise be read as the next one.
 pub fn closing(mut resp: Resp) -> Resp {

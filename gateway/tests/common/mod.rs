@@ -53,7 +53,7 @@ impl TestServer {
     ) -> TestServer {
         let listener = gateway::server::bind(config.server.listen).unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = App::new(config.clone());
+        let app = App::new(config.clone()).expect("buyer auth loads");
         let (engine, wal, _) =
             persistence::open_with_storage(config.wal.clone(), config.engine, storage).unwrap();
         app.install(engine, wal);
@@ -240,6 +240,7 @@ pub fn write_config(dir: &Path, fsync: &str) -> std::path::PathBuf {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\
          header_read_timeout_ms = 5000\n[engine]\nshards = 2\n\
+         [buyer_auth]\nmode = \"body\"\n\
          [wal]\ndir = \"{}\"\nfsync = \"{fsync}\"\n",
         dir.join("wal").display()
     );

@@ -2,6 +2,7 @@
 //! counter, and the seeded per-user decisions.
 
 use super::ack::{Action, SkuInfo};
+use crate::buyers::BuyerCreds;
 use crate::client::Target;
 use crate::scenario::Scenario;
 use hyper::header::HeaderValue;
@@ -13,6 +14,8 @@ pub struct Ctx {
     pub scenario: Scenario,
     pub target: Target,
     pub admin: HeaderValue,
+    /// How buyers identify themselves to the server.
+    pub buyers: BuyerCreds,
     pub skus: Vec<SkuInfo>,
     /// Cumulative popularity of the cold SKUs (indices 1..), for zipf picks.
     pub cold_cdf: Vec<f64>,
@@ -33,6 +36,7 @@ impl Ctx {
         scenario: Scenario,
         target: Target,
         admin: HeaderValue,
+        buyers: BuyerCreds,
         skus: Vec<SkuInfo>,
         seed: u64,
         user_id_base: u64,
@@ -56,6 +60,7 @@ impl Ctx {
             scenario,
             target,
             admin,
+            buyers,
             skus,
             cold_cdf,
             seed,
@@ -171,7 +176,16 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
         };
         let admin = HeaderValue::from_static("Bearer t");
-        Ctx::new(scenario, target, admin, skus, seed, 1_000, Instant::now())
+        Ctx::new(
+            scenario,
+            target,
+            admin,
+            BuyerCreds::Body,
+            skus,
+            seed,
+            1_000,
+            Instant::now(),
+        )
     }
 
     /// The per-user decisions depend on (seed, user) only, and follow the

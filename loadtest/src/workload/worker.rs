@@ -10,6 +10,7 @@ use crate::api::HttpReply;
 use crate::client::{ClientConn, Response, TransportError};
 use crate::stats::{OpKind, Stats};
 use bytes::Bytes;
+use hyper::header::HeaderValue;
 use hyper::Method;
 use indicatif::ProgressBar;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -52,6 +53,8 @@ fn admission(
 pub struct Worker {
     ctx: Arc<Ctx>,
     conn: ClientConn,
+    /// The credential of the buyer whose requests are being sent (jwt mode).
+    buyer: Option<HeaderValue>,
     pacer: Pacer,
     pub stats: Stats,
     pub tally: Tally,
@@ -64,6 +67,7 @@ impl Worker {
         let s = &ctx.scenario;
         Worker {
             conn: ClientConn::new(ctx.target.clone(), Duration::from_millis(s.timeout_ms)),
+            buyer: None,
             pacer: Pacer::new(s.rate, s.connections, index, Instant::now()),
             stats: Stats::new(ctx.start),
             tally: Tally::new(ctx.skus.len()),
@@ -92,7 +96,11 @@ impl Worker {
                 self.tally.retries += 1;
             }
             let scheduled = self.pacer.slot().await;
-            let auth = if admin { Some(&self.ctx.admin) } else { None };
+            let auth = if admin {
+                Some(&self.ctx.admin)
+            } else {
+                self.buyer.as_ref()
+            };
             let result = self
                 .conn
                 .send(method.clone(), path, body.clone(), auth)
@@ -180,10 +188,16 @@ impl Worker {
         self.tally.demand_units_by_sku[plan.sku] += u64::from(s.qty);
         let path = &ctx.skus[plan.sku].purchase_path;
         let request_id = format!("{}-{i:x}-p", ctx.request_tag);
-        let body = Bytes::from(
-            serde_json::json!({"user_id": plan.user_id, "qty": s.qty, "request_id": request_id})
-                .to_string(),
-        );
+        // One token per buyer, for all of their requests: a buyer trying
+        // to pass the limit has only their own.
+        self.buyer = match ctx.buyers.authorization(plan.user_id) {
+            Ok(auth) => auth,
+            Err(err) => panic!("minting a buyer token: {err:#}"),
+        };
+        let body = Bytes::from(ctx.buyers.body(
+            plan.user_id,
+            serde_json::json!({"qty": s.qty, "request_id": request_id}),
+        ));
         let Some((order_id, expires_at_ms)) = self.purchase(&plan, path, body.clone()).await else {
             return;
         };
@@ -282,9 +296,10 @@ impl Worker {
         // is over the limit whatever per_user_limit and qty are.
         let limit = ctx.skus[sku].per_user_limit;
         let rid = format!("{}-{i:x}-o", ctx.request_tag);
-        let body = Bytes::from(
-            serde_json::json!({"user_id": user_id, "qty": limit, "request_id": rid}).to_string(),
-        );
+        let body = Bytes::from(ctx.buyers.body(
+            user_id,
+            serde_json::json!({"qty": limit, "request_id": rid}),
+        ));
         match self
             .call(OpKind::OverLimit, Method::POST, path, body, false)
             .await
@@ -340,7 +355,7 @@ impl Worker {
                 Action::Cancel => (
                     OpKind::Cancel,
                     format!("/v1/orders/{}/cancel", ack.order_id),
-                    Bytes::from(serde_json::json!({"user_id": ack.user_id}).to_string()),
+                    Bytes::from(self.ctx.buyers.body(ack.user_id, serde_json::json!({}))),
                     false,
                     "cancelled",
                 ),
@@ -351,6 +366,15 @@ impl Worker {
                     true,
                     "paid",
                 ),
+            };
+            // The order's buyer cancels it, with their own credential.
+            self.buyer = if admin {
+                None
+            } else {
+                match self.ctx.buyers.authorization(ack.user_id) {
+                    Ok(auth) => auth,
+                    Err(err) => panic!("minting a buyer token: {err:#}"),
+                }
             };
             let expected = match self.call(op, Method::POST, &path, body, admin).await {
                 Call::Done(r, reply) if r.code == 200 && reply.state.as_deref() == Some(target) => {

@@ -42,6 +42,7 @@ pub(super) fn apply_records(
     // snapshot; the applier skips them, and so must the decoder.
     let next_at_start = next;
     let path_ref = path;
+    let version = scan.version;
     std::thread::scope(|scope| -> Result<(), WalError> {
         scope.spawn(move || {
             let mut scratch = AlignedVec::<16>::new();
@@ -50,7 +51,7 @@ pub(super) fn apply_records(
                 for (k, range) in chunk.iter().enumerate() {
                     let index = c * DECODE_CHUNK_RECORDS + k;
                     let offset = (range.start - FRAME_HEADER_BYTES) as u64;
-                    match format::decode_payload(&bytes_ref[range.clone()], &mut scratch) {
+                    match format::decode_payload(&bytes_ref[range.clone()], version, &mut scratch) {
                         Ok(event) => {
                             // This thread also restores idempotency
                             // records, the one part of `apply` that

@@ -25,6 +25,8 @@ pub(crate) enum SegmentEnd {
 #[derive(Clone, Debug)]
 pub(crate) struct SegmentScan {
     pub first_lsn: u64,
+    /// The format version its header names (its records are in it).
+    pub version: u32,
     /// Payload ranges of the good records, in order.
     pub records: Vec<Range<usize>>,
     /// Bytes up to the end of the last good record.
@@ -53,7 +55,8 @@ pub(crate) fn scan_segment(
     bytes: &[u8],
     end: SegmentEnd,
 ) -> Result<SegmentScan, WalError> {
-    let first_lsn = format::decode_header(FileKind::Segment, path, bytes)?;
+    let header = format::decode_header(FileKind::Segment, path, bytes)?;
+    let (first_lsn, version) = (header.lsn, header.version);
     let mut records = Vec::with_capacity(bytes.len() / 64);
     let mut offset = HEADER_BYTES;
     while offset < bytes.len() {
@@ -73,6 +76,7 @@ pub(crate) fn scan_segment(
                 };
                 return Ok(SegmentScan {
                     first_lsn,
+                    version,
                     records,
                     valid_len: offset as u64,
                     torn_bytes,
@@ -83,6 +87,7 @@ pub(crate) fn scan_segment(
     }
     Ok(SegmentScan {
         first_lsn,
+        version,
         records,
         valid_len: offset as u64,
         torn_bytes: 0,

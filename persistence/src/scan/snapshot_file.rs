@@ -42,6 +42,8 @@ pub(crate) struct SnapshotReader {
     count: u64,
     /// Set once the footer is checked.
     finished: bool,
+    /// The format version of its records, from its header.
+    version: u32,
     payload: Vec<u8>,
     scratch: AlignedVec<16>,
 }
@@ -64,7 +66,8 @@ impl SnapshotReader {
         reader
             .read_exact(&mut header)
             .map_err(|e| WalError::io(format!("reading {}", path.display()), e))?;
-        let covered = format::decode_header(FileKind::Snapshot, path, &header)?;
+        let header = format::decode_header(FileKind::Snapshot, path, &header)?;
+        let covered = header.lsn;
         Ok(SnapshotReader {
             path: path.to_path_buf(),
             reader,
@@ -73,6 +76,7 @@ impl SnapshotReader {
             end: len - FOOTER_BYTES as u64,
             count: 0,
             finished: false,
+            version: header.version,
             payload: Vec::new(),
             scratch: AlignedVec::new(),
         })
@@ -146,7 +150,7 @@ impl SnapshotReader {
                 "record checksum mismatch",
             ));
         }
-        let event = format::decode_payload(&self.payload, &mut self.scratch)
+        let event = format::decode_payload(&self.payload, self.version, &mut self.scratch)
             .map_err(|r| WalError::corrupted(&self.path, offset, r))?;
         self.count += 1;
         self.offset += FRAME_HEADER_BYTES as u64 + u64::from(flen);

@@ -58,6 +58,8 @@ pub(super) struct SegmentReader {
     /// LSN of the frame at `buf_offset + pos`.
     next_lsn: u64,
     header_read: bool,
+    /// The format version the header names (once read).
+    version: u32,
     /// Bytes of the file from `buf_offset` on, as last read.
     buf: Vec<u8>,
     buf_offset: u64,
@@ -78,6 +80,7 @@ impl SegmentReader {
             first_lsn,
             next_lsn: first_lsn,
             header_read: false,
+            version: format::FORMAT_VERSION,
             buf: Vec::new(),
             buf_offset: HEADER_BYTES as u64,
             pos: 0,
@@ -141,21 +144,28 @@ impl SegmentReader {
         if never_completed(&bytes) {
             return Ok(Header::NotYet);
         }
-        self.check_header(&bytes)?;
+        self.version = self.check_header(&bytes)?;
         self.header_read = true;
         Ok(Header::Checked)
     }
 
-    fn check_header(&self, bytes: &[u8]) -> Result<(), WalError> {
-        let first = format::decode_header(FileKind::Segment, &self.path, bytes)?;
-        if first != self.first_lsn {
+    /// Checks the header; returns the format version it names.
+    fn check_header(&self, bytes: &[u8]) -> Result<u32, WalError> {
+        let header = format::decode_header(FileKind::Segment, &self.path, bytes)?;
+        if header.lsn != self.first_lsn {
             return Err(WalError::corrupted(
                 &self.path,
                 0,
                 "segment header LSN does not match file name",
             ));
         }
-        Ok(())
+        Ok(header.version)
+    }
+
+    /// The format version of this segment's records; the header is read
+    /// before any frame.
+    pub(super) fn version(&self) -> u32 {
+        self.version
     }
 
     /// Drops what was taken from `buf` and reads a chunk from the next

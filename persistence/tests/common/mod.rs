@@ -77,7 +77,16 @@ pub fn sku(sale: u8) -> String {
 /// Drives the engine; `now` moves 10 ms per op so reservations (TTL 100 ms) expire.
 pub struct SimDriver {
     pub now: u64,
-    pub orders: Vec<(OrderId, u64)>,
+    pub orders: Vec<(OrderId, String)>,
+}
+
+/// The id of simulated user `n`: mostly ASCII, some multibyte.
+pub fn user_id(n: u8) -> String {
+    if n.is_multiple_of(3) {
+        format!("ü-{n}")
+    } else {
+        format!("user-{n}")
+    }
 }
 
 impl SimDriver {
@@ -112,25 +121,27 @@ impl SimDriver {
                 qty,
                 request,
             } => {
+                let user = user_id(user);
                 let out = engine.purchase(
                     &sku(sale),
-                    u64::from(user),
+                    &user,
                     qty,
                     request.map(u64::from),
                     now,
                     &mut *sink,
                 );
                 if let PurchaseOutcome::Admitted(a) = out {
-                    self.orders.push((a.order_id, a.user_id));
+                    self.orders.push((a.order_id, user));
                 }
             }
             SimOp::Pay(n) if !self.orders.is_empty() => {
-                let (id, _) = self.orders[n as usize % self.orders.len()];
+                let (id, _) = &self.orders[n as usize % self.orders.len()];
+                let id = *id;
                 engine.pay(id, now, &mut *sink);
             }
             SimOp::Cancel(n) if !self.orders.is_empty() => {
-                let (id, user) = self.orders[n as usize % self.orders.len()];
-                engine.cancel(id, user, now, &mut *sink);
+                let (id, user) = &self.orders[n as usize % self.orders.len()];
+                engine.cancel(*id, user, now, &mut *sink);
             }
             SimOp::Pay(_) | SimOp::Cancel(_) => {}
             SimOp::Expire => {
