@@ -17,7 +17,12 @@
 #        A_MODE=body B_MODE=body (buyer_auth.mode of each build's server;
 #        "jwt" mints tokens with the build's `flashsale token` and wrk
 #        sends one per request: A_MODE=body B_MODE=jwt with the same binary
-#        twice is jwt mode against body mode)
+#        twice is jwt mode against body mode; "legacy" writes no
+#        [buyer_auth] section, for a build from before it)
+#        A_LUA=... B_LUA=... (each build's wrk script, default
+#        loadtest/wrk/purchase.lua: a build from before string user ids
+#        needs the purchase.lua of its own commit, e.g.
+#        `git show OLD:loadtest/wrk/purchase.lua >/tmp/old.lua`)
 # Needs: wrk curl, and nginx-light for --nginx
 set -euo pipefail
 
@@ -50,13 +55,13 @@ start_nginx() { # sets NGINX_URL; stays up for the whole run (idle between its t
 
 # One flashsale run; sets RPS and P99. (Not run in a subshell: the server
 # it starts must stay in PIDS for the cleanup.)
-run_flashsale() { # bin round label mode
+run_flashsale() { # bin round label mode lua
   new_server_dir
-  local MODE=$4
+  local MODE=$4 lua=$5
   start_server "$1" "$FSYNC"
   local sku="ab-$2-$3"
   create_sale "$sku"
-  run_wrk "$SERVER_DIR/wrk.out" "$THREADS" "$CONNECTIONS" "$DURATION" -s "$PURCHASE_LUA" "http://$ADDR" -- "$sku"
+  run_wrk "$SERVER_DIR/wrk.out" "$THREADS" "$CONNECTIONS" "$DURATION" -s "$lua" "http://$ADDR" -- "$sku"
   stop_server
   RPS=$(wrk_rps "$SERVER_DIR/wrk.out") P99=$(wrk_p99 "$SERVER_DIR/wrk.out")
 }
@@ -77,8 +82,8 @@ echo "== fsync=$FSYNC, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s -s loadtest/
 
 RESULTS="$TMP/results" # round a_rps b_rps nginx_rps
 for round in $(seq 1 "$ROUNDS"); do
-  run_flashsale "$A_BIN" "$round" a "${A_MODE:-body}"; a=$RPS a99=$P99
-  run_flashsale "$B_BIN" "$round" b "${B_MODE:-body}"; b=$RPS b99=$P99
+  run_flashsale "$A_BIN" "$round" a "${A_MODE:-body}" "${A_LUA:-$PURCHASE_LUA}"; a=$RPS a99=$P99
+  run_flashsale "$B_BIN" "$round" b "${B_MODE:-body}" "${B_LUA:-$PURCHASE_LUA}"; b=$RPS b99=$P99
   line="round $round: A $a req/s (p99 $a99)  B $b req/s (p99 $b99)"
   n=0
   if [[ "$NGINX" == 1 ]]; then
