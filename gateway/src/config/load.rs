@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
-use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+use super::types::{
+    Config, ConfigError, DashboardConfig, ExportConfig, RateLimitConfig, ServerConfig,
+};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// A key's value as the operator gave it, before its type and bounds are
@@ -100,6 +102,13 @@ pub(super) fn placeholder() -> Config {
             max_lag_bytes: 0,
             batch_records: 0,
             statement_timeout: Duration::ZERO,
+        },
+        dashboard: DashboardConfig {
+            interval: Duration::ZERO,
+            stream_subscribers_max: 0,
+            stream_buffer_snapshots: 0,
+            sales_max: 0,
+            history_points: 0,
         },
     }
 }

@@ -26,4 +26,6 @@ pub use keys::{
     IO_THREADS_MAX, KEYS, NOT_CONFIG_VARIABLES, SHARDS_MAX,
 };
 pub use load::load;
-pub use types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+pub use types::{
+    Config, ConfigError, DashboardConfig, ExportConfig, RateLimitConfig, ServerConfig,
+};

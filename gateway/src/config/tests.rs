@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
 use super::load::{load, load_onto, placeholder, value_text};
-use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+use super::types::{
+    Config, ConfigError, DashboardConfig, ExportConfig, RateLimitConfig, ServerConfig,
+};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// The repository's documented default configuration.
@@ -364,6 +366,13 @@ fn every_typed_field_is_filled_by_a_key() {
             max_lag_bytes: 7,
             batch_records: 7,
             statement_timeout: Duration::from_secs(7),
+        },
+        dashboard: DashboardConfig {
+            interval: Duration::from_secs(7),
+            stream_subscribers_max: 7,
+            stream_buffer_snapshots: 7,
+            sales_max: 7,
+            history_points: 7,
         },
     };
     let e = env(&[("FLASHSALE_RATE_LIMIT_GLOBAL_RPS", "5")]);
