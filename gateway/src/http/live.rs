@@ -9,7 +9,7 @@ use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_
 use hyper::{HeaderMap, Method, Request, Response, StatusCode};
 
 use super::auth::require_admin;
-use super::peer::Peer;
+use super::peer::{limit_send_buffer, Peer};
 use super::response::{error, json, unavailable, Resp, ResponseBody};
 use crate::app::App;
 use crate::dashboard::page::PAGE;
@@ -21,6 +21,12 @@ use crate::dashboard::stream::SubscribeError;
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Kernel send buffer of a stream's socket. A stream sends a few KiB a
+/// period, so this holds many periods; without it the kernel would grow
+/// the buffer of a subscriber that reads nothing to megabytes before the
+/// feed saw its queue fill and dropped it.
+const STREAM_SEND_BUFFER_BYTES: usize = 32 * 1024;
 
 /// Seconds a refused subscriber is asked to wait.
 const STREAM_RETRY_AFTER_S: &str = "5";
@@ -75,6 +81,7 @@ pub fn admin_stream(app: &App, peer: Peer, req: &Request<Incoming>) -> Resp {
         // connection then lasts until the client reads or goes.
         let socket = peer
             .socket()
+            .and_then(|s| limit_send_buffer(&s, STREAM_SEND_BUFFER_BYTES).map(|()| s))
             .map_err(|err| tracing::debug!(%err, "dashboard stream: no socket to keep"))
             .ok();
         match app.feed.subscribe(socket) {

@@ -3,7 +3,7 @@
 //! it (the dashboard stream).
 
 use std::net::{IpAddr, TcpStream};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// The connection a request came on: the client's address, and the
 /// socket's descriptor, which only the dashboard stream uses (to end a
@@ -39,5 +39,29 @@ impl Peer {
         // calls from the connection it is serving.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
         fd.try_clone_to_owned().map(TcpStream::from)
+    }
+}
+
+/// Caps the kernel's send buffer of `socket` at about `bytes` (Linux
+/// doubles the value for its bookkeeping, and stops autotuning it). Left
+/// alone, a socket whose peer reads nothing can hold megabytes before a
+/// write blocks.
+pub(crate) fn limit_send_buffer(socket: &TcpStream, bytes: usize) -> std::io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a descriptor `socket` owns, with a pointer to
+    // a live `c_int` and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
