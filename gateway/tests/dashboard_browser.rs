@@ -481,9 +481,12 @@ fn dashboard_in_a_real_browser() {
             !ci,
             "CI=true but chromium or chromedriver is missing: apt-get install chromium chromium-driver"
         );
-        eprintln!(
-            "\n\n*** SKIP dashboard_in_a_real_browser: chromium or chromedriver not found \
-             (apt-get install chromium chromium-driver, or set CHROMIUM_BIN / CHROMEDRIVER_BIN) ***\n\n"
+        // Straight to stderr, past the test harness's capture, so the skip
+        // shows without --nocapture.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIP dashboard_in_a_real_browser: chromium or chromedriver not found\n\
+             !!! (apt-get install chromium chromium-driver, or set CHROMIUM_BIN / CHROMEDRIVER_BIN)\n"
         );
         return;
     };

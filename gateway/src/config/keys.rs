@@ -45,7 +45,7 @@ const RATE_MAX: u64 = 1 << 32;
 pub const NOT_CONFIG_VARIABLES: &[(&str, &str)] = &[
     (
         "FLASHSALE_BIN",
-        "the server binary the load tester starts (loadtest, compare.sh)",
+        "the server binary the load tester starts (loadtest, compare.sh, scripts/bench/with_dashboard.sh)",
     ),
     (
         "FLASHSALE_PORT",
