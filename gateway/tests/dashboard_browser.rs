@@ -449,26 +449,37 @@ fn artefacts_dir() -> PathBuf {
 }
 
 /// The shown remaining stock of the sale, its snapshot's time, and when
-/// it was read.
+/// it was read. The figure and the time are two reads; a snapshot drawn
+/// between them would pair one snapshot's figure with the next one's
+/// time, so the time is read before and after, and the pair kept only
+/// when both agree.
 fn shown_remaining(b: &Browser) -> (u64, u64, u64) {
-    let read_at = unix_ms();
-    let e = b.wait_for(
-        &format!("[data-sku=\"{SKU}\"] [data-metric=\"remaining\"]"),
-        Duration::from_secs(5),
-    );
-    let raw: u64 = b
-        .attribute(&e, "data-value")
-        .and_then(|v| v.parse().ok())
-        .expect("data-value on the remaining figure");
-    // The text is the same number, grouped for reading.
-    let digits: String = b.text(&e).chars().filter(char::is_ascii_digit).collect();
-    assert_eq!(digits, raw.to_string(), "text and data-value differ");
     let main = b.wait_for("#main", Duration::from_secs(1));
-    let at_ms: u64 = b
-        .attribute(&main, "data-snapshot-at")
-        .and_then(|v| v.parse().ok())
-        .expect("data-snapshot-at on #main");
-    (raw, at_ms, read_at)
+    let snapshot_at = || -> u64 {
+        b.attribute(&main, "data-snapshot-at")
+            .and_then(|v| v.parse().ok())
+            .expect("data-snapshot-at on #main")
+    };
+    for _ in 0..20 {
+        let before = snapshot_at();
+        let e = b.wait_for(
+            &format!("[data-sku=\"{SKU}\"] [data-metric=\"remaining\"]"),
+            Duration::from_secs(5),
+        );
+        let raw: u64 = b
+            .attribute(&e, "data-value")
+            .and_then(|v| v.parse().ok())
+            .expect("data-value on the remaining figure");
+        // The text is the same number, grouped for reading.
+        let digits: String = b.text(&e).chars().filter(char::is_ascii_digit).collect();
+        if snapshot_at() == before {
+            // After the reads: the age it is checked for is an upper bound.
+            let read_at = unix_ms();
+            assert_eq!(digits, raw.to_string(), "text and data-value differ");
+            return (raw, before, read_at);
+        }
+    }
+    panic!("a new snapshot was drawn during every read");
 }
 
 #[test]
@@ -531,8 +542,14 @@ fn dashboard_in_a_real_browser() {
     }
     let page = browser.script(
         "return {hash: location.hash, stored: sessionStorage.getItem('flashsale.admin_token'), \
-         login: document.querySelector('#login').hidden}",
+         login: document.querySelector('#login').hidden, \
+         styled: getComputedStyle(document.body).maxWidth, \
+         charts: document.querySelectorAll('.chart canvas').length}",
     );
+    // The policy let the style sheet and both scripts (uPlot's draws the
+    // charts) run.
+    assert_eq!(page["styled"], "1440px", "the style sheet was refused");
+    assert_eq!(page["charts"], 3, "the charts were not drawn");
     assert_eq!(page["hash"], "", "the fragment stays in the address bar");
     assert_eq!(page["stored"], TOKEN);
     assert_eq!(page["login"], true, "the login form shows");

@@ -21,15 +21,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// A stream subscriber reading events as they come.
-struct Subscriber {
+struct StreamClient {
     status: u16,
     headers: hyper::HeaderMap,
     body: Incoming,
     buffered: String,
 }
 
-impl Subscriber {
-    async fn open(addr: SocketAddr, token: Option<&str>) -> Subscriber {
+impl StreamClient {
+    async fn open(addr: SocketAddr, token: Option<&str>) -> StreamClient {
         let stream = TcpStream::connect(addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -50,7 +50,7 @@ impl Subscriber {
             .unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        Subscriber {
+        StreamClient {
             status,
             headers,
             body: resp.into_body(),
@@ -125,7 +125,7 @@ async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool
 async fn missing_or_wrong_token_gets_401() {
     let mut s = TestServer::start().await;
     for token in [None, Some("wrong"), Some("test-tokenx"), Some("")] {
-        let sub = Subscriber::open(s.addr, token).await;
+        let sub = StreamClient::open(s.addr, token).await;
         assert_eq!(sub.status, 401, "{token:?}");
         let mut c = s.conn().await;
         let r = c
@@ -175,7 +175,7 @@ async fn stream_and_stats_carry_the_snapshot() {
         feed.latest().is_some()
     })
     .await;
-    let mut sub = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let mut sub = StreamClient::open(s.addr, Some(TOKEN)).await;
     assert_eq!(sub.status, 200);
     assert_eq!(sub.header("content-type"), Some("text/event-stream"));
     assert_eq!(sub.header("cache-control"), Some("no-store"));
@@ -219,7 +219,7 @@ async fn stream_and_stats_carry_the_snapshot() {
     s.shutdown().await.unwrap();
 }
 
-impl Subscriber {
+impl StreamClient {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -230,11 +230,11 @@ impl Subscriber {
 #[tokio::test]
 async fn subscriber_cap() {
     let mut s = TestServer::start_with(|c| c.dashboard.stream_subscribers_max = 2).await;
-    let mut a = Subscriber::open(s.addr, Some(TOKEN)).await;
-    let b = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let mut a = StreamClient::open(s.addr, Some(TOKEN)).await;
+    let b = StreamClient::open(s.addr, Some(TOKEN)).await;
     assert_eq!((a.status, b.status), (200, 200));
     a.next().await.unwrap();
-    let mut over = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let mut over = StreamClient::open(s.addr, Some(TOKEN)).await;
     assert_eq!(over.status, 503);
     assert_eq!(over.header("retry-after"), Some("5"));
     let body = over
@@ -262,7 +262,7 @@ async fn subscriber_cap() {
         || feed.subscribers() == 1,
     )
     .await;
-    let again = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let again = StreamClient::open(s.addr, Some(TOKEN)).await;
     assert_eq!(again.status, 200);
     // HEAD takes no slot.
     let r = c
@@ -289,7 +289,7 @@ async fn a_reader_that_never_reads_is_dropped() {
         c.server.header_read_timeout = Duration::from_millis(200);
     })
     .await;
-    let mut good = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let mut good = StreamClient::open(s.addr, Some(TOKEN)).await;
     assert_eq!(good.status, 200);
     // The stuck one: sends its request and then never reads a byte.
     let addr = s.addr;
@@ -394,7 +394,7 @@ fn small_receive_buffer(socket: &std::net::TcpStream) {
 #[tokio::test]
 async fn shutdown_ends_streams() {
     let mut s = TestServer::start().await;
-    let mut sub = Subscriber::open(s.addr, Some(TOKEN)).await;
+    let mut sub = StreamClient::open(s.addr, Some(TOKEN)).await;
     sub.next().await.unwrap();
     let started = Instant::now();
     s.shutdown().await.unwrap();

@@ -488,8 +488,11 @@
     return {
       load: function (history) {
         points = history.slice(-POINTS_MAX);
+        redraw();
       },
       push: function (point) {
+        // The history ends with the latest snapshot's point, which comes
+        // again with that snapshot.
         if (points.length && points[points.length - 1].t_ms >= point.t_ms) return;
         points.push(point);
         if (points.length > POINTS_MAX) points.splice(0, points.length - POINTS_MAX);

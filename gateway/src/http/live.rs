@@ -12,15 +12,8 @@ use super::auth::require_admin;
 use super::peer::{limit_send_buffer, Peer};
 use super::response::{error, json, unavailable, Resp, ResponseBody};
 use crate::app::App;
-use crate::dashboard::page::PAGE;
+use crate::dashboard::page::{policy, PAGE};
 use crate::dashboard::stream::SubscribeError;
-
-/// What the page may do: run its own inline scripts and styles, draw
-/// (canvas), and talk to the server that served it. No other origin, no
-/// frames, no forms that navigate.
-const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-    style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Kernel send buffer of a stream's socket. A stream sends a few KiB a
 /// period, so this holds many periods; without it the kernel would grow
@@ -41,7 +34,7 @@ pub fn dashboard_page() -> Resp {
     );
     headers.insert(
         HeaderName::from_static("content-security-policy"),
-        HeaderValue::from_static(PAGE_POLICY),
+        HeaderValue::from_static(policy()),
     );
     headers.insert(
         HeaderName::from_static("x-content-type-options"),
