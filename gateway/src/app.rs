@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 pub use crate::clock::unix_ms;
 use crate::config::Config;
-use crate::dashboard::stream::{Feed, FeedLimits};
+use crate::dashboard::stream::{SnapshotFeed, StreamLimits};
 use crate::export::relay::{ExportRelay, RelayOptions};
 use crate::export::{ExportOptions, ExportStatus, CONNECT_TIMEOUT_DEFAULT};
 use crate::metrics::Metrics;
@@ -74,7 +74,7 @@ pub struct App {
     /// The export to PostgreSQL: its state, whether or not it is on.
     pub export: Arc<ExportStatus>,
     /// The dashboard's snapshots and stream subscribers.
-    pub feed: Arc<Feed>,
+    pub feed: Arc<SnapshotFeed>,
     /// When the app was made: the server's uptime counts from here.
     pub started: Instant,
     /// Log bytes on disk past which purchases are refused while the export
@@ -96,7 +96,7 @@ impl App {
             None => u64::MAX,
         };
         let dashboard = &config.dashboard;
-        let feed = Arc::new(Feed::new(FeedLimits {
+        let feed = Arc::new(SnapshotFeed::new(StreamLimits {
             subscribers_max: dashboard.stream_subscribers_max as usize,
             buffer_snapshots: dashboard.stream_buffer_snapshots as usize,
             history_points: dashboard.history_points as usize,

@@ -3,7 +3,7 @@
 //! `GET /v1/admin/stats`, both admin-only.
 //!
 //! - `json`: the snapshot's shape (a leaf);
-//! - `stream`: the [`stream::Feed`]: the latest snapshot, the chart
+//! - `stream`: the [`stream::SnapshotFeed`]: the latest snapshot, the chart
 //!   history, the subscribers with their bounded queues;
 //! - `snapshot`: [`snapshot::SnapshotBuilder`], which reads the counters
 //!   the hot path keeps and makes rates and quantiles of them;

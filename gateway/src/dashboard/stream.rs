@@ -34,21 +34,21 @@ use super::json::ChartPoint;
 
 /// The feed's limits, from `[dashboard]`.
 #[derive(Clone, Copy, Debug)]
-pub struct FeedLimits {
+pub struct StreamLimits {
     pub subscribers_max: usize,
     pub buffer_snapshots: usize,
     pub history_points: usize,
 }
 
 /// What the ticker publishes and the dashboard's routes read.
-pub struct Feed {
-    limits: FeedLimits,
-    state: Mutex<FeedState>,
+pub struct SnapshotFeed {
+    limits: StreamLimits,
+    state: Mutex<StreamState>,
     dropped: AtomicU64,
     refused: AtomicU64,
 }
 
-struct FeedState {
+struct StreamState {
     subscribers: Slab<Subscriber>,
     /// Tells apart the subscribers that used a slot, in turn.
     next_id: u64,
@@ -78,12 +78,12 @@ pub enum SubscribeError {
     Closed,
 }
 
-impl Feed {
-    pub fn new(limits: FeedLimits) -> Feed {
+impl SnapshotFeed {
+    pub fn new(limits: StreamLimits) -> SnapshotFeed {
         assert!(limits.subscribers_max > 0 && limits.buffer_snapshots > 0);
-        Feed {
+        SnapshotFeed {
             limits,
-            state: Mutex::new(FeedState {
+            state: Mutex::new(StreamState {
                 subscribers: Slab::new(),
                 next_id: 0,
                 closed: false,
@@ -170,7 +170,7 @@ impl Feed {
         Ok(SseBody {
             first: Some(first),
             rx,
-            slot: FeedSlot {
+            slot: StreamSlot {
                 feed: self.clone(),
                 key,
                 id,
@@ -190,7 +190,7 @@ impl Feed {
         self.state.lock().subscribers.len()
     }
 
-    pub fn limits(&self) -> FeedLimits {
+    pub fn limits(&self) -> StreamLimits {
         self.limits
     }
 
@@ -237,7 +237,7 @@ impl Feed {
 
 /// What a new subscriber gets before the next snapshot: the history, if
 /// any, and the latest snapshot, if any.
-fn first_frames(state: &FeedState) -> Bytes {
+fn first_frames(state: &StreamState) -> Bytes {
     let mut out = BytesMut::new();
     if !state.history.is_empty() {
         let points: Vec<&ChartPoint> = state.history.iter().collect();
@@ -268,13 +268,13 @@ fn event(name: &str, data: &[u8]) -> Bytes {
 
 /// A subscriber's place in the feed, given back when its body is dropped
 /// (the connection closed, or hyper finished the response).
-struct FeedSlot {
-    feed: Arc<Feed>,
+struct StreamSlot {
+    feed: Arc<SnapshotFeed>,
     key: usize,
     id: u64,
 }
 
-impl Drop for FeedSlot {
+impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut state = self.feed.state.lock();
         // Unless the feed already removed it (dropped, or shutdown) and
@@ -294,7 +294,7 @@ impl Drop for FeedSlot {
 pub struct SseBody {
     first: Option<Bytes>,
     rx: mpsc::Receiver<Bytes>,
-    slot: FeedSlot,
+    slot: StreamSlot,
 }
 
 impl SseBody {
@@ -337,8 +337,8 @@ impl Body for SseBody {
 mod tests {
     use super::*;
 
-    fn feed(subscribers_max: usize, buffer_snapshots: usize) -> Arc<Feed> {
-        Arc::new(Feed::new(FeedLimits {
+    fn feed(subscribers_max: usize, buffer_snapshots: usize) -> Arc<SnapshotFeed> {
+        Arc::new(SnapshotFeed::new(StreamLimits {
             subscribers_max,
             buffer_snapshots,
             history_points: 3,
