@@ -24,6 +24,21 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     fi
 fi
 
+# The dashboard's browser test (gateway/tests/dashboard_browser.rs) drives
+# Debian's headless chromium through chromedriver; without them it prints a
+# loud SKIP, and under CI=true it fails instead.
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+    echo "== installing chromium and chromium-driver (for the dashboard's browser test)"
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    if command -v apt-get >/dev/null; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "no apt-get: install chromium and chromedriver yourself" >&2
+    fi
+fi
+
 cargo test --workspace --locked
 
 target="${CARGO_TARGET_DIR:-target}"

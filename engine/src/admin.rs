@@ -168,4 +168,14 @@ impl Engine {
             .map(|s| s.view(now_ms))
             .collect()
     }
+
+    /// The newest `limit` sales, in creation order, and how many sales
+    /// there are: a view whose cost is bounded by `limit`, however many
+    /// sales the engine holds.
+    pub fn recent_sales(&self, limit: usize, now_ms: u64) -> (Vec<SaleView>, usize) {
+        let sales = self.by_ordinal.load();
+        let skip = sales.len().saturating_sub(limit);
+        let views = sales[skip..].iter().map(|s| s.view(now_ms)).collect();
+        (views, sales.len())
+    }
 }

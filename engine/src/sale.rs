@@ -168,6 +168,7 @@ impl SaleEntry {
             ends_at_ms: self.ends_at_ms,
             reservation_ttl_ms: self.reservation_ttl_ms,
             phase,
+            orders: self.order_count.load(Ordering::Relaxed),
         }
     }
 

@@ -181,6 +181,9 @@ pub struct SaleView {
     pub ends_at_ms: Option<u64>,
     pub reservation_ttl_ms: u64,
     pub phase: SalePhase,
+    /// Orders the sale has made, in any state (what
+    /// `engine.max_orders_per_sale` caps): its admissions, replays aside.
+    pub orders: u64,
 }
 
 /// Why a sale could not be created.

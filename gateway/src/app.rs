@@ -1,7 +1,7 @@
 //! The application: what every connection shares. The configuration, the
-//! rate limiter and the counters exist from the start; the engine and its
-//! log ([`Core`]) arrive once recovery is done, and with them the expiry
-//! ticker, a thread that expires due reservations.
+//! rate limiter, the counters and the dashboard's feed exist from the
+//! start; the engine and its log ([`Core`]) arrive once recovery is done,
+//! and with them the expiry ticker, a thread that expires due reservations.
 //!
 //! The HTTP layer (`crate::http`) reads this; the listener
 //! (`crate::server`) owns its lifetime. Nothing here speaks HTTP.
@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::Engine;
 use parking_lot::Mutex;
@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::buyer_auth::{BuyerAuth, BuyerAuthError};
 pub use crate::clock::unix_ms;
 use crate::config::Config;
+use crate::dashboard::stream::{SnapshotFeed, StreamLimits};
 use crate::export::relay::{ExportRelay, RelayOptions};
 use crate::export::{ExportOptions, ExportStatus, CONNECT_TIMEOUT_DEFAULT};
 use crate::metrics::Metrics;
@@ -75,6 +76,10 @@ pub struct App {
     core: OnceLock<Core>,
     /// The export to PostgreSQL: its state, whether or not it is on.
     pub export: Arc<ExportStatus>,
+    /// The dashboard's snapshots and stream subscribers.
+    pub feed: Arc<SnapshotFeed>,
+    /// When the app was made: the server's uptime counts from here.
+    pub started: Instant,
     /// Log bytes on disk past which purchases are refused while the export
     /// lags; `u64::MAX` when the export is off.
     export_max_lag_bytes: u64,
@@ -95,9 +100,17 @@ impl App {
             Some(_) => config.export.max_lag_bytes,
             None => u64::MAX,
         };
+        let dashboard = &config.dashboard;
+        let feed = Arc::new(SnapshotFeed::new(StreamLimits {
+            subscribers_max: dashboard.stream_subscribers_max as usize,
+            buffer_snapshots: dashboard.stream_buffer_snapshots as usize,
+            history_points: dashboard.history_points as usize,
+        }));
         Ok(Arc::new(App {
             buyer_auth: BuyerAuth::load(&config.buyer_auth)?,
             limiter: RateLimiter::new(&config.rate_limit),
+            feed,
+            started: Instant::now(),
             config,
             metrics: Metrics::default(),
             core: OnceLock::new(),
@@ -211,9 +224,11 @@ impl App {
         !self.stopping.load(Ordering::Acquire) && self.core().is_some_and(|c| c.wal.healthy())
     }
 
-    /// Readiness turns false: the listener has stopped accepting.
+    /// Readiness turns false: the listener has stopped accepting. The
+    /// dashboard streams end, so their connections can close.
     pub fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.feed.close();
     }
 
     /// Stops the ticker, then flushes and syncs the log. Idempotent.

@@ -5,8 +5,11 @@
 //! Layers, each depending only on those after it: [`server`] (listener,
 //! I/O threads, shutdown) → [`http`] (routes and handlers) → [`app`] (the
 //! state every connection shares: engine and log, limiter, counters,
-//! expiry ticker) → `relay`, [`metrics`], [`ratelimit`], [`config`]. One
-//! edge goes back, to a leaf: [`metrics`] counts requests by
+//! expiry ticker, the dashboard's feed) → `relay`, [`metrics`] (over
+//! [`latency`]), [`ratelimit`], [`config`]. [`dashboard`] sits beside
+//! [`http`]: its ticker (started by `server::run`) reads the app, and the
+//! app and the HTTP layer use its leaves (the feed, the snapshot's JSON).
+//! One edge goes back, to a leaf: [`metrics`] counts requests by
 //! `http::route::Route`, a file that imports nothing of the crate.
 //! `tests/tidy.rs` fails on any circle between files.
 //!
@@ -19,9 +22,11 @@ pub mod app;
 pub mod buyer_auth;
 mod clock;
 pub mod config;
+pub mod dashboard;
 mod drain;
 pub mod export;
 pub mod http;
+pub mod latency;
 pub mod metrics;
 pub mod ratelimit;
 mod relay;

@@ -1,15 +1,19 @@
 //! Counters for `/metrics`, as plain atomics in fixed arrays indexed by small
 //! enums: recording is one relaxed `fetch_add`, with no map and no lock.
-//! The text exposition is rendered on scrape.
+//! The text exposition is rendered on scrape. The purchase latency
+//! histograms (`crate::latency`) live here too; the dashboard's snapshots
+//! read the same counters.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use engine::{Rejection, RejectionKind};
 
 use crate::buyer_auth::AuthFailure;
 
 use crate::http::route::Route;
+use crate::latency::LatencyHistogram;
 
 engine::labelled_enum! {
     /// The statuses the gateway answers with, as counted; anything else
@@ -63,9 +67,34 @@ impl Status {
     }
 }
 
+engine::labelled_enum! {
+    /// How a purchase was answered, as its latency is counted: an order
+    /// (201, or 200 for a replay) or anything else. Apart because the two
+    /// differ by orders of magnitude (an admission waits for the log's
+    /// fsync, a sold-out answer does not) and a flash sale answers mostly
+    /// the second.
+    pub enum LatencyClass {
+        Admitted => "admitted",
+        Refused => "refused",
+    }
+}
+
+impl LatencyClass {
+    #[inline]
+    pub fn of(status: u16) -> LatencyClass {
+        if status == 200 || status == 201 {
+            LatencyClass::Admitted
+        } else {
+            LatencyClass::Refused
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: [[AtomicU64; Status::COUNT]; Route::COUNT],
+    /// Time from a purchase's head to its answer, per [`LatencyClass`].
+    purchase_latency: [LatencyHistogram; LatencyClass::COUNT],
     pub admissions: AtomicU64,
     pub replays: AtomicU64,
     rejections: [AtomicU64; RejectionKind::COUNT],
@@ -81,6 +110,29 @@ impl Metrics {
     #[inline]
     pub fn request(&self, route: Route, status: u16) {
         self.requests[route as usize][Status::of(status) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a purchase answered with `status` after `took`.
+    #[inline]
+    pub fn purchase_answered(&self, status: u16, took: Duration) {
+        self.purchase_latency[LatencyClass::of(status) as usize].record(took);
+    }
+
+    pub fn purchase_latency(&self, class: LatencyClass) -> &LatencyHistogram {
+        &self.purchase_latency[class as usize]
+    }
+
+    /// Requests of `route` answered so far, whatever the status.
+    pub fn requests_total(&self, route: Route) -> u64 {
+        self.requests[route as usize]
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Purchases the engine rejected with `kind`, so far.
+    pub fn rejections_of(&self, kind: RejectionKind) -> u64 {
+        self.rejections[kind as usize].load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -197,6 +249,17 @@ impl Metrics {
                 why.as_str(),
                 load(&self.buyer_auth_rejections[why as usize])
             );
+        }
+        let name = "flashsale_purchase_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from a purchase's request head to its answer, by outcome (admitted: 201 or 200).\n# TYPE {name} histogram"
+        );
+        for class in LatencyClass::ALL {
+            let labels = format!("outcome=\"{}\"", class.as_str());
+            self.purchase_latency(class)
+                .read()
+                .render_prometheus(out, name, &labels);
         }
         out.push_str("# HELP flashsale_sale_remaining Units of a sale not held by any order.\n");
         out.push_str("# TYPE flashsale_sale_remaining gauge\n");

@@ -14,7 +14,8 @@
 //! or slow clients cannot hold the cap forever.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -29,6 +30,7 @@ use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::dashboard::ticker::DashboardTicker;
 use crate::drain::{Drain, Drained};
 use crate::timer::CoarseTimer;
 use crate::wal::WalError;
@@ -119,7 +121,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `listener` until `shutdown` resolves, then drains and syncs.
 ///
 /// The task calling this only accepts: each connection is handed to one of
-/// the I/O threads (see [`IoThreads`]). Returns after every connection has
+/// the I/O threads (see [`IoThreads`]). The dashboard's ticker runs beside
+/// them for as long as this does. Returns after every connection has
 /// finished (or `SHUTDOWN_GRACE` passed) and the log has been flushed and
 /// synced by [`App::shutdown_core`].
 pub async fn run(
@@ -130,6 +133,7 @@ pub async fn run(
     let limit = app.config.server.max_connections as usize;
     let semaphore = Arc::new(Semaphore::new(limit));
     let mut io = IoThreads::start(&app);
+    let ticker = DashboardTicker::start(&app);
     tokio::pin!(shutdown);
 
     loop {
@@ -178,6 +182,8 @@ pub async fn run(
     }
 
     drop(listener);
+    // Also ends the dashboard streams, which would otherwise hold their
+    // connections open for the whole grace period.
     app.begin_shutdown();
     tracing::info!("shutting down: no longer accepting, draining connections");
     io.close();
@@ -193,6 +199,7 @@ pub async fn run(
     }
     let app2 = app.clone();
     let result = tokio::task::spawn_blocking(move || {
+        ticker.stop();
         io.stop();
         app2.shutdown_core()
     })
@@ -416,8 +423,10 @@ fn serve_connection(
         peer,
         _open: open,
     } = conn;
-    let ip: IpAddr = peer.ip();
-    let service = service_fn(move |req| crate::http::handle(app.clone(), ip, req));
+    // SAFETY: the descriptor is this connection's socket, owned by the
+    // connection future below until it ends, and only its requests see it.
+    let who = unsafe { crate::http::Peer::new(peer.ip(), stream.as_raw_fd()) };
+    let service = service_fn(move |req| crate::http::handle(app.clone(), who, req));
     let conn = tokio::net::TcpStream::from_std(stream).map(|stream| {
         Drained::new(
             builder.serve_connection(TokioIo::new(stream), service),

@@ -1,10 +1,17 @@
 //! A self-contained HTML report: inline CSS and SVG charts, no scripts and
 //! nothing fetched, so the file can be mailed or attached to an issue and
 //! still render offline.
+//!
+//! Its stylesheet is the repository's `web/style.css`, which the server's
+//! live dashboard embeds too, so the two share a look. Included as text at
+//! build time: the load tester depends on no crate of ours.
 
 use crate::report::Report;
 use crate::stats::TimelinePoint;
 use std::fmt::Write;
+
+/// The look shared with the dashboard (palette, fonts, tables).
+const STYLE: &str = include_str!("../../web/style.css");
 
 const W: f64 = 760.0;
 const H: f64 = 260.0;
@@ -239,10 +246,7 @@ fn html_head(o: &mut String, r: &Report) {
     let _ = write!(
         o,
         r#"<!doctype html><html><head><meta charset="utf-8"><title>flashsale load test</title><style>
-body{{font-family:system-ui,sans-serif;margin:2em;max-width:820px;color:#222}}
-table{{border-collapse:collapse;margin:.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-th{{background:#f4f4f4}}td.l,th.l{{text-align:left}}.pass{{color:#080;font-weight:bold}}.fail{{color:#c00;font-weight:bold}}
-</style></head><body><h1>flashsale load test: {verdict}</h1>
+{STYLE}</style></head><body><h1>flashsale load test: {verdict}</h1>
 <p>Target {} — {} — {} connections — seed {:#x}. {} requests in {:.3} s = <b>{:.0} req/s</b>.</p>"#,
         escape(&r.target),
         match r.rate {

@@ -349,6 +349,8 @@ async fn correct_server_passes() {
     let page = loadtest::html::render_html(&r);
     assert!(page.contains("<polyline") && page.contains("<rect"));
     assert!(!page.contains("<script") && !page.contains("http://cdn"));
+    // The look it shares with the dashboard (web/style.css).
+    assert!(page.contains("--fs-blue: #1f77b4"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,14 +13,15 @@
 //! an operator's typo (an extra zero or three) from becoming a server that
 //! starts and then falls over.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use persistence::{FsyncMode, WalConfig};
 
 pub use super::key_kind::{ConfigKey, KeyKind};
-use std::path::PathBuf;
 
-use super::types::{BuyerAuthMode, JwtAlgorithm, TrustedProxies};
+use super::buyer_keys::BUYER_AUTH_KEYS;
+use super::types::TrustedProxies;
 use crate::export::{
     TablePrefix, LANES_MAX, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
 };
@@ -46,7 +47,7 @@ const RATE_MAX: u64 = 1 << 32;
 pub const NOT_CONFIG_VARIABLES: &[(&str, &str)] = &[
     (
         "FLASHSALE_BIN",
-        "the server binary the load tester starts (loadtest, compare.sh)",
+        "the server binary the load tester starts (loadtest, compare.sh, scripts/bench/with_dashboard.sh)",
     ),
     (
         "FLASHSALE_PORT",
@@ -71,8 +72,17 @@ fn narrow(v: u64) -> u32 {
     u32::try_from(v).expect("the key's declared range fits u32")
 }
 
-/// Every key, in the order of `config.toml` and the start-up log.
-pub static KEYS: &[ConfigKey] = &[
+/// Every key, in the order of `config.toml` and the start-up log: the
+/// serving keys, `[buyer_auth]` (`buyer_keys.rs`), then the storage keys.
+pub static KEYS: LazyLock<Vec<&'static ConfigKey>> = LazyLock::new(|| {
+    (SERVING_KEYS.iter())
+        .chain(BUYER_AUTH_KEYS)
+        .chain(STORAGE_KEYS)
+        .collect()
+});
+
+/// `[server]`, `[engine]` and `[rate_limit]`.
+static SERVING_KEYS: &[ConfigKey] = &[
     // [server]
     ConfigKey {
         section: "server",
@@ -285,139 +295,16 @@ pub static KEYS: &[ConfigKey] = &[
             max_bytes: 4096,
             shape: |v| TrustedProxies::parse(v).map(|_| ()),
             set: |c, v| {
-                c.trusted_proxies = TrustedProxies::parse(v.unwrap_or(""))
-                    .expect("checked by the shape")
+                c.trusted_proxies =
+                    TrustedProxies::parse(v.unwrap_or("")).expect("checked by the shape")
             },
             get: |c| c.trusted_proxies.text(),
         },
     },
-    // [buyer_auth]: how buyers prove who they are (crate::buyer_auth).
-    ConfigKey {
-        section: "buyer_auth",
-        name: "mode",
-        doc: "jwt (Bearer tokens), header (an upstream gateway's), body (benchmarks and tests only).",
-        secret: false,
-        kind: KeyKind::Choice {
-            default: "jwt",
-            choices: &BuyerAuthMode::NAMES,
-            set: |c, v| c.buyer_auth.mode = BuyerAuthMode::named(v).expect("one of NAMES"),
-            get: |c| c.buyer_auth.mode.as_str(),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "algorithm",
-        doc: "The one algorithm tokens are signed with: HS256 (secret), EdDSA or ES256 (public_key_file).",
-        secret: false,
-        kind: KeyKind::Choice {
-            default: "HS256",
-            choices: &JwtAlgorithm::NAMES,
-            set: |c, v| c.buyer_auth.algorithm = JwtAlgorithm::named(v).expect("one of NAMES"),
-            get: |c| c.buyer_auth.algorithm.as_str(),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "secret",
-        doc: "HS256 secret shared with the shop's login service (prefer FLASHSALE_BUYER_AUTH_SECRET).",
-        secret: true,
-        kind: KeyKind::OptionalText {
-            max_bytes: 1024,
-            shape: |_| Ok(()),
-            set: |c, v| c.buyer_auth.secret = v.map(str::to_string),
-            get: |c| c.buyer_auth.secret.as_deref(),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "secret_file",
-        doc: "A file holding the HS256 secret instead (a trailing newline is ignored).",
-        secret: false,
-        kind: KeyKind::OptionalText {
-            max_bytes: 4096,
-            shape: |_| Ok(()),
-            set: |c, v| c.buyer_auth.secret_file = v.map(PathBuf::from),
-            get: |c| c.buyer_auth.secret_file.as_deref().and_then(|p| p.to_str()),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "public_key_file",
-        doc: "PEM public key for EdDSA or ES256 tokens.",
-        secret: false,
-        kind: KeyKind::OptionalText {
-            max_bytes: 4096,
-            shape: |_| Ok(()),
-            set: |c, v| c.buyer_auth.public_key_file = v.map(PathBuf::from),
-            get: |c| c.buyer_auth.public_key_file.as_deref().and_then(|p| p.to_str()),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "issuer",
-        doc: "The iss tokens must carry; empty = not checked.",
-        secret: false,
-        kind: KeyKind::OptionalText {
-            max_bytes: 1024,
-            shape: |_| Ok(()),
-            set: |c, v| c.buyer_auth.issuer = v.map(str::to_string),
-            get: |c| c.buyer_auth.issuer.as_deref(),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "audience",
-        doc: "The aud tokens must carry; empty = not checked.",
-        secret: false,
-        kind: KeyKind::OptionalText {
-            max_bytes: 1024,
-            shape: |_| Ok(()),
-            set: |c, v| c.buyer_auth.audience = v.map(str::to_string),
-            get: |c| c.buyer_auth.audience.as_deref(),
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "leeway_s",
-        doc: "Clock skew allowed on exp, nbf and iat, in seconds.",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 30,
-            min: 0,
-            max: 600,
-            zero_allowed: true,
-            set: |c, v| c.buyer_auth.leeway_s = v,
-            get: |c| c.buyer_auth.leeway_s,
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "user_header",
-        doc: "Header mode: the header an upstream gateway names the user in.",
-        secret: false,
-        kind: KeyKind::Text {
-            default: "x-user-id",
-            max_bytes: 64,
-            shape: |v| {
-                hyper::header::HeaderName::from_bytes(v.as_bytes())
-                    .map(|_| ())
-                    .map_err(|_| format!("{v:?} is not a header name"))
-            },
-            set: |c, v| c.buyer_auth.user_header = v.to_ascii_lowercase(),
-            get: |c| &c.buyer_auth.user_header,
-        },
-    },
-    ConfigKey {
-        section: "buyer_auth",
-        name: "require_sku_claim",
-        doc: "Refuse tokens without a skus claim (sale-bound tokens only).",
-        secret: false,
-        kind: KeyKind::Bool {
-            default: false,
-            set: |c, v| c.buyer_auth.require_sku_claim = v,
-            get: |c| c.buyer_auth.require_sku_claim,
-        },
-    },
+];
+
+/// The log, the export and the dashboard, after `[buyer_auth]`.
+static STORAGE_KEYS: &[ConfigKey] = &[
     // [wal]: defaults and minimums are persistence's own consts.
     ConfigKey {
         section: "wal",
@@ -631,6 +518,78 @@ pub static KEYS: &[ConfigKey] = &[
             set: |c, v| c.export.statement_timeout = Duration::from_millis(v),
             // At most an hour by the range above, so it fits.
             get: |c| c.export.statement_timeout.as_millis() as u64,
+        },
+    },
+    // [dashboard]
+    ConfigKey {
+        section: "dashboard",
+        name: "interval_ms",
+        doc: "Period of the dashboard's snapshot: the stream sends each, /v1/admin/stats answers the latest.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 1_000,
+            min: 10,
+            max: 60_000,
+            zero_allowed: false,
+            set: |c, v| c.dashboard.interval = Duration::from_millis(v),
+            // At most a minute by the range above, so it fits.
+            get: |c| c.dashboard.interval.as_millis() as u64,
+        },
+    },
+    ConfigKey {
+        section: "dashboard",
+        name: "stream_subscribers_max",
+        doc: "Subscribers of /v1/admin/stream at once; one more gets 503.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 8,
+            min: 1,
+            max: 1_024,
+            zero_allowed: false,
+            set: |c, v| c.dashboard.stream_subscribers_max = narrow(v),
+            get: |c| u64::from(c.dashboard.stream_subscribers_max),
+        },
+    },
+    ConfigKey {
+        section: "dashboard",
+        name: "stream_buffer_snapshots",
+        doc: "Snapshots queued for a stream subscriber that has not taken them; one more and it is dropped.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 4,
+            min: 1,
+            max: 64,
+            zero_allowed: false,
+            set: |c, v| c.dashboard.stream_buffer_snapshots = narrow(v),
+            get: |c| u64::from(c.dashboard.stream_buffer_snapshots),
+        },
+    },
+    ConfigKey {
+        section: "dashboard",
+        name: "sales_max",
+        doc: "Most sales a snapshot shows (the newest).",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 32,
+            min: 1,
+            max: 1_024,
+            zero_allowed: false,
+            set: |c, v| c.dashboard.sales_max = narrow(v),
+            get: |c| u64::from(c.dashboard.sales_max),
+        },
+    },
+    ConfigKey {
+        section: "dashboard",
+        name: "history_points",
+        doc: "Chart points (one per snapshot) a new stream subscriber gets first; 0 = none.",
+        secret: false,
+        kind: KeyKind::Unsigned {
+            default: 300,
+            min: 0,
+            max: 3_600,
+            zero_allowed: true,
+            set: |c, v| c.dashboard.history_points = narrow(v),
+            get: |c| u64::from(c.dashboard.history_points),
         },
     },
 ];

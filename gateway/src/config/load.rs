@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
 use super::types::{
-    BuyerAuthConfig, BuyerAuthMode, Config, ConfigError, ExportConfig, JwtAlgorithm,
-    RateLimitConfig, ServerConfig, TrustedProxies,
+    BuyerAuthConfig, BuyerAuthMode, Config, ConfigError, DashboardConfig, ExportConfig,
+    JwtAlgorithm, RateLimitConfig, ServerConfig, TrustedProxies,
 };
 use crate::wal::{FsyncMode, WalConfig};
 
@@ -120,6 +120,13 @@ pub(super) fn placeholder() -> Config {
             batch_records: 0,
             connections: 0,
             statement_timeout: Duration::ZERO,
+        },
+        dashboard: DashboardConfig {
+            interval: Duration::ZERO,
+            stream_subscribers_max: 0,
+            stream_buffer_snapshots: 0,
+            sales_max: 0,
+            history_points: 0,
         },
     }
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::keys::{ConfigKey, KeyKind, ADMIN_TOKEN_DEFAULT, KEYS, NOT_CONFIG_VARIABLES};
 use super::load::{load, load_onto, placeholder, value_text};
-use super::types::{Config, ConfigError, ExportConfig, RateLimitConfig, ServerConfig};
+use super::types::{
+    Config, ConfigError, DashboardConfig, ExportConfig, RateLimitConfig, ServerConfig,
+};
 use crate::wal::{FsyncMode, WalConfig};
 
 /// The repository's documented default configuration.
@@ -173,7 +175,7 @@ fn expected_shown(key: &ConfigKey, value: &str) -> String {
 #[test]
 fn repository_config_toml_is_the_table_defaults() {
     let file: toml::Table = REPO_CONFIG.parse().unwrap();
-    for key in KEYS {
+    for key in KEYS.iter() {
         let value = file.get(key.section).and_then(|s| s.get(key.name));
         assert_eq!(
             value,
@@ -198,7 +200,7 @@ fn repository_config_toml_is_the_table_defaults() {
 
 #[test]
 fn the_table_is_well_formed() {
-    let mut env_names: Vec<String> = KEYS.iter().map(ConfigKey::env_name).collect();
+    let mut env_names: Vec<String> = KEYS.iter().map(|k| k.env_name()).collect();
     env_names.sort();
     env_names.dedup();
     assert_eq!(env_names.len(), KEYS.len(), "two keys share a variable");
@@ -206,7 +208,7 @@ fn the_table_is_well_formed() {
         assert!(!env_names.contains(&name.to_string()), "{name} is a key");
         assert!(name.starts_with("FLASHSALE_") && !why.is_empty());
     }
-    for key in KEYS {
+    for key in KEYS.iter() {
         assert!(
             !key.doc.is_empty() && !key.doc.contains('\n'),
             "{}",
@@ -222,7 +224,7 @@ fn the_table_is_well_formed() {
 /// value reaches the field the log reads, from the file and from the env.
 #[test]
 fn every_key_takes_its_accepted_values_from_env_and_file() {
-    for key in KEYS {
+    for key in KEYS.iter() {
         for value in accepted(key) {
             let e = env(&[(&key.env_name(), &value)]);
             let file = file_with(key, default_toml(key));
@@ -241,7 +243,7 @@ fn every_key_takes_its_accepted_values_from_env_and_file() {
 /// key named (and the variable, when it came from one).
 #[test]
 fn every_key_refuses_values_out_of_bounds() {
-    for key in KEYS {
+    for key in KEYS.iter() {
         for value in refused(key) {
             let var = key.env_name();
             let err = load("", &env(&[(&var, &value)]))
@@ -261,7 +263,7 @@ fn every_key_refuses_values_out_of_bounds() {
 
 #[test]
 fn wrong_toml_types_name_the_key() {
-    for key in KEYS {
+    for key in KEYS.iter() {
         let wrong = match &key.kind {
             KeyKind::Unsigned { .. } | KeyKind::Signed { .. } => toml::Value::String("1".into()),
             KeyKind::Text { .. }
@@ -397,6 +399,13 @@ fn every_typed_field_is_filled_by_a_key() {
             batch_records: 7,
             connections: 7,
             statement_timeout: Duration::from_secs(7),
+        },
+        dashboard: DashboardConfig {
+            interval: Duration::from_secs(7),
+            stream_subscribers_max: 7,
+            stream_buffer_snapshots: 7,
+            sales_max: 7,
+            history_points: 7,
         },
     };
     let e = env(&[("FLASHSALE_RATE_LIMIT_GLOBAL_RPS", "5")]);

@@ -268,6 +268,23 @@ impl std::fmt::Debug for ExportConfig {
     }
 }
 
+/// `[dashboard]`, validated: the live snapshots of `GET /v1/admin/stats`
+/// and the stream of `GET /v1/admin/stream` (`crate::dashboard`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DashboardConfig {
+    /// Period of the snapshot.
+    pub interval: Duration,
+    /// Stream subscribers served at once; one more gets 503.
+    pub stream_subscribers_max: u32,
+    /// Snapshots queued for one subscriber; a subscriber with a full queue
+    /// is dropped.
+    pub stream_buffer_snapshots: u32,
+    /// Most sales one snapshot carries (the newest).
+    pub sales_max: u32,
+    /// Chart points kept for a new subscriber (one per snapshot).
+    pub history_points: u32,
+}
+
 /// The whole validated configuration: one part per crate.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -278,4 +295,5 @@ pub struct Config {
     pub buyer_auth: BuyerAuthConfig,
     pub wal: WalConfig,
     pub export: ExportConfig,
+    pub dashboard: DashboardConfig,
 }

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hyper::body::Incoming;
 use hyper::Request;
@@ -18,7 +19,9 @@ use hyper::Request;
 use super::admin::{admin_create, admin_sale_op, SaleOp};
 use super::body::BodyRequest;
 use super::head::{check_head, BodyType};
+use super::live::{admin_stats, admin_stream, dashboard_page};
 use super::orders::{order_cancel, order_get, order_pay};
+use super::peer::Peer;
 use super::probes::{export_status, healthz, metrics, readyz};
 use super::purchase::{purchase, PathSku, Purchase};
 use super::response::{
@@ -28,7 +31,9 @@ use super::route::{match_path, Route};
 use super::sales::{sale_get, sales_list};
 use crate::app::App;
 
-/// Entry point of every request: routes it and counts the answer.
+/// Entry point of every request: routes it and counts the answer. A
+/// purchase's answer is also timed, from here to its end, into the latency
+/// histogram (one clock read at each end).
 ///
 /// hyper stores this future, and moves it, once per request, so it is kept
 /// small: answers that need no await (errors, probes, reads) are made here
@@ -38,20 +43,27 @@ use crate::app::App;
 /// CPU per admission.
 pub fn handle(
     app: Arc<App>,
-    ip: IpAddr,
+    peer: Peer,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, Infallible>> + Send {
     enum Next {
         Done(Route, Resp),
-        Purchase(Purchase),
+        Purchase(Purchase, Instant),
         Boxed(Box<Changing>),
     }
-    let next = match route(&app, ip, &req) {
+    let next = match route(&app, peer, &req) {
         Step::Done(route, resp) => Next::Done(route, resp),
-        Step::Purchase(sku, body_type) => match Purchase::new(&app, ip, sku, body_type, req) {
-            Ok(p) => Next::Purchase(p),
-            Err(resp) => Next::Done(Route::Purchase, resp),
-        },
+        Step::Purchase(sku, body_type) => {
+            let start = Instant::now();
+            match Purchase::new(&app, peer.ip(), sku, body_type, req) {
+                Ok(p) => Next::Purchase(p, start),
+                Err(resp) => {
+                    let status = resp.status().as_u16();
+                    app.metrics.purchase_answered(status, start.elapsed());
+                    Next::Done(Route::Purchase, resp)
+                }
+            }
+        }
         Step::Change(change, param, body_type) => Next::Boxed(Box::new(Changing {
             change,
             param,
@@ -62,7 +74,12 @@ pub fn handle(
     async move {
         let (route, resp) = match next {
             Next::Done(route, resp) => (route, resp),
-            Next::Purchase(p) => (Route::Purchase, purchase(&app, p).await),
+            Next::Purchase(p, start) => {
+                let resp = purchase(&app, p).await;
+                let status = resp.status().as_u16();
+                app.metrics.purchase_answered(status, start.elapsed());
+                (Route::Purchase, resp)
+            }
             Next::Boxed(c) => (c.change.route(), Box::pin(changing_route(&app, *c)).await),
         };
         app.metrics.request(route, resp.status().as_u16());
@@ -131,6 +148,8 @@ enum EngineRoute {
 enum Handler {
     /// Answered from the app alone, without the engine.
     Probe(Probe),
+    /// The dashboard: its page and its data, from the app alone too.
+    Live(LiveRoute),
     /// Needs the engine: 503 until recovery is done.
     Engine(EngineRoute),
     /// An unknown path.
@@ -143,6 +162,13 @@ enum Probe {
     Readyz,
     Metrics,
     Export,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LiveRoute {
+    Page,
+    Stats,
+    Stream,
 }
 
 impl Handler {
@@ -164,6 +190,9 @@ impl Handler {
             Route::Readyz => Handler::Probe(Probe::Readyz),
             Route::Metrics => Handler::Probe(Probe::Metrics),
             Route::AdminExport => Handler::Probe(Probe::Export),
+            Route::Dashboard => Handler::Live(LiveRoute::Page),
+            Route::AdminStats => Handler::Live(LiveRoute::Stats),
+            Route::AdminStream => Handler::Live(LiveRoute::Stream),
             Route::Other => Handler::NotFound,
         }
     }
@@ -177,6 +206,9 @@ impl Handler {
             Handler::Probe(Probe::Readyz) => Route::Readyz,
             Handler::Probe(Probe::Metrics) => Route::Metrics,
             Handler::Probe(Probe::Export) => Route::AdminExport,
+            Handler::Live(LiveRoute::Page) => Route::Dashboard,
+            Handler::Live(LiveRoute::Stats) => Route::AdminStats,
+            Handler::Live(LiveRoute::Stream) => Route::AdminStream,
             Handler::NotFound => Route::Other,
         }
     }
@@ -220,7 +252,7 @@ enum Limit {
     None,
 }
 
-fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
+fn route(app: &App, peer: Peer, req: &Request<Incoming>) -> Step {
     let body_type = match check_head(req) {
         Ok(body_type) => body_type,
         Err(resp) => return Step::Done(Route::Other, resp),
@@ -238,7 +270,7 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
             let param = matched.param.as_ref();
             return engine_route(
                 app,
-                ip,
+                peer.ip(),
                 MatchedRoute {
                     route: target,
                     param,
@@ -251,6 +283,9 @@ fn route(app: &App, ip: IpAddr, req: &Request<Incoming>) -> Step {
         Handler::Probe(Probe::Readyz) => readyz(app),
         Handler::Probe(Probe::Metrics) => metrics(app),
         Handler::Probe(Probe::Export) => export_status(app, req.headers()),
+        Handler::Live(LiveRoute::Page) => dashboard_page(),
+        Handler::Live(LiveRoute::Stats) => admin_stats(app, req.headers()),
+        Handler::Live(LiveRoute::Stream) => admin_stream(app, peer, req),
         Handler::NotFound => not_found(),
     };
     Step::Done(route, resp)

@@ -4,7 +4,8 @@
 //! (reading and parsing bodies), `auth` (admin tokens), `buyer` (who a
 //! buyer is, per `[buyer_auth] mode`), `ack` (waiting for
 //! durability), and the handlers: `purchase` (the hot path), `orders`,
-//! `sales`, `admin`, `probes`.
+//! `sales`, `admin`, `probes`, `live` (the dashboard page, its snapshot and
+//! its stream).
 //!
 //! The purchase path's small functions in other files of this folder are
 //! `#[inline]`: the compiler splits a crate into codegen units by module and
@@ -23,7 +24,9 @@ mod body;
 mod buyer;
 pub mod dispatch;
 mod head;
+mod live;
 mod orders;
+mod peer;
 mod probes;
 mod purchase;
 mod purchase_body;
@@ -34,5 +37,6 @@ mod sales;
 pub use auth::constant_time_eq;
 pub use dispatch::handle;
 pub use head::HEAD_BYTES_MAX;
+pub use peer::Peer;
 pub use purchase::{request_id_hash, REQUEST_ID_LEN_MAX};
 pub use route::Route;

@@ -2,12 +2,10 @@
 //! (recovered, the log accepts writes, not shutting down) and `/metrics`
 //! (Prometheus text).
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
-use super::response::{json, json_static, unavailable, Resp};
+use super::response::{json, json_static, unavailable, Resp, ResponseBody};
 use crate::app::{unix_ms, App};
 
 /// `GET /v1/admin/export` (admin): the export's state as JSON, the same
@@ -48,7 +46,8 @@ pub fn metrics(app: &App) -> Resp {
         out.push_str("# HELP flashsale_export_over_max_lag 1 while purchases are refused because the unexported log passed export.max_lag_bytes.\n# TYPE flashsale_export_over_max_lag gauge\n");
         out.push_str(&format!("flashsale_export_over_max_lag {over}\n"));
     }
-    let mut resp = Response::new(Full::new(Bytes::from(out)));
+    app.feed.render(&mut out);
+    let mut resp = Response::new(ResponseBody::full(out));
     resp.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -1,22 +1,87 @@
 //! Responses: the JSON envelope every answer uses, and the errors of the
 //! API's vocabulary. Every non-2xx body is `{"status": .., "error": ..}`,
 //! where `status` is machine-readable (API.md lists them).
+//!
+//! Every answer's body is whole ([`Full`]) but the dashboard stream's,
+//! which is [`SseBody`]: [`ResponseBody`] is either, so that the one
+//! service type serves both at the cost of a match per poll.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
+use crate::dashboard::stream::SseBody;
 use crate::metrics::Metrics;
 use crate::ratelimit::RetryAfter;
 
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<ResponseBody>;
+
+/// The body of any answer.
+pub enum ResponseBody {
+    Full(Full<Bytes>),
+    /// Boxed: the common answer should not carry the stream's size.
+    Stream(Box<SseBody>),
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseBody::Full(body) => f.debug_tuple("Full").field(body).finish(),
+            ResponseBody::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl ResponseBody {
+    #[inline]
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Full::new(bytes.into()))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ResponseBody::Full(body) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Stream(body) => Pin::new(body.as_mut()).poll_frame(cx),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(body) => body.is_end_stream(),
+            ResponseBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(body) => body.size_hint(),
+            ResponseBody::Stream(body) => body.size_hint(),
+        }
+    }
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 #[inline]
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, JSON);
     resp
@@ -168,8 +233,10 @@ pub fn too_large(max: u64) -> Resp {
 /// The bytes of a `Full` body, without a runtime (tests).
 #[cfg(test)]
 pub fn body_bytes(resp: &Resp) -> Bytes {
-    use hyper::body::Body;
-    let mut body = std::pin::pin!(resp.body().clone());
+    let ResponseBody::Full(body) = resp.body() else {
+        return Bytes::new();
+    };
+    let mut body = std::pin::pin!(body.clone());
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     match body.as_mut().poll_frame(&mut cx) {

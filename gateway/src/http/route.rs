@@ -22,6 +22,9 @@ engine::labelled_enum! {
         AdminResume => "admin_resume",
         AdminEnd => "admin_end",
         AdminExport => "admin_export",
+        AdminStats => "admin_stats",
+        AdminStream => "admin_stream",
+        Dashboard => "dashboard",
         Healthz => "healthz",
         Readyz => "readyz",
         Metrics => "metrics",
@@ -68,7 +71,10 @@ impl Route {
             | Route::Healthz
             | Route::Readyz
             | Route::Metrics
-            | Route::AdminExport => Methods::Read,
+            | Route::AdminExport
+            | Route::AdminStats
+            | Route::AdminStream
+            | Route::Dashboard => Methods::Read,
             Route::Purchase
             | Route::OrderCancel
             | Route::OrderPay
@@ -150,6 +156,9 @@ fn lookup<'s>(seg: &[&'s str]) -> (Route, &'s str) {
         ["v1", "admin", "sales", sku, "resume"] => (Route::AdminResume, sku),
         ["v1", "admin", "sales", sku, "end"] => (Route::AdminEnd, sku),
         ["v1", "admin", "export"] => (Route::AdminExport, ""),
+        ["v1", "admin", "stats"] => (Route::AdminStats, ""),
+        ["v1", "admin", "stream"] => (Route::AdminStream, ""),
+        ["dashboard"] => (Route::Dashboard, ""),
         ["healthz"] => (Route::Healthz, ""),
         ["readyz"] => (Route::Readyz, ""),
         ["metrics"] => (Route::Metrics, ""),
@@ -237,6 +246,9 @@ mod tests {
             ("/v1/admin/sales/s1/resume", Route::AdminResume, "s1"),
             ("/v1/admin/sales/s1/end", Route::AdminEnd, "s1"),
             ("/v1/admin/export", Route::AdminExport, ""),
+            ("/v1/admin/stats", Route::AdminStats, ""),
+            ("/v1/admin/stream", Route::AdminStream, ""),
+            ("/dashboard", Route::Dashboard, ""),
             ("/healthz", Route::Healthz, ""),
             ("/readyz", Route::Readyz, ""),
             ("/metrics", Route::Metrics, ""),
