@@ -131,6 +131,10 @@ struct Args {
     /// there. The URL is never printed.
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// The export's table prefix (the server's export.table_prefix); with
+    /// --spawn, the spawned server's too.
+    #[arg(long, value_name = "PREFIX", default_value = loadtest::pgverify::TABLE_PREFIX_DEFAULT)]
+    postgres_table_prefix: String,
     /// Server binary for --spawn [default: $FLASHSALE_BIN, next to this binary, or built].
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
@@ -252,7 +256,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
     let postgres = args
         .postgres
         .as_deref()
-        .map(PgDatabase::parse)
+        .map(|url| PgDatabase::parse(url)?.with_prefix(&args.postgres_table_prefix))
         .transpose()?;
     let admin_token = match (&args.admin_token, args.spawn) {
         (Some(token), _) => token.clone(),
@@ -286,6 +290,7 @@ async fn real_main(args: Args) -> Result<ExitCode> {
             admin_token: admin_token.clone(),
             fsync: args.spawn_fsync.clone(),
             export_postgres_url: postgres.as_ref().map(|pg| pg.secret_url().to_string()),
+            export_table_prefix: postgres.as_ref().map(|pg| pg.prefix().to_string()),
             jwt_secret: jwt_secret.clone(),
         })
         .await?;

@@ -38,15 +38,18 @@ const FRESH_AFTER: Duration = Duration::from_millis(250);
 const CONSISTENT_ATTEMPTS: u32 = 5;
 /// Bound on connecting to PostgreSQL and reading the tables.
 const DB_TIMEOUT: Duration = Duration::from_secs(60);
-/// The relay's tables under its default `export.table_prefix`.
-const ORDERS_QUERY: &str = "SELECT order_id, sku, user_id, qty, state FROM flashsale_orders";
-const SALES_QUERY: &str = "SELECT sku, stock, remaining, reserved, paid FROM flashsale_sales";
+/// The server's default `export.table_prefix`.
+pub const TABLE_PREFIX_DEFAULT: &str = "flashsale_";
+/// Longest prefix the server accepts.
+const TABLE_PREFIX_LEN_MAX: usize = 32;
 
 /// The database `--postgres` names. Its `Debug` shows no password.
 #[derive(Clone)]
 pub struct PgDatabase {
     config: tokio_postgres::Config,
     url: String,
+    /// The tables' prefix, `[a-z_][a-z0-9_]*` (so it can go into SQL).
+    prefix: String,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -68,7 +71,31 @@ impl PgDatabase {
         Ok(PgDatabase {
             config,
             url: url.to_string(),
+            prefix: TABLE_PREFIX_DEFAULT.to_string(),
         })
+    }
+
+    /// The same database, its tables under `prefix` (the server's
+    /// `export.table_prefix`): 1 to 32 of `[a-z0-9_]`, not starting with
+    /// a digit, as the server requires.
+    pub fn with_prefix(mut self, prefix: &str) -> Result<PgDatabase> {
+        let b = prefix.as_bytes();
+        let first = b
+            .first()
+            .is_some_and(|c| c.is_ascii_lowercase() || *c == b'_');
+        let rest = b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
+        if !first || !rest || b.len() > TABLE_PREFIX_LEN_MAX {
+            bail!("--postgres-table-prefix {prefix:?}: 1 to 32 of [a-z0-9_], not starting with a digit");
+        }
+        self.prefix = prefix.to_string();
+        Ok(self)
+    }
+
+    /// The tables' prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// `host:port/dbname`, safe to print.
@@ -294,11 +321,11 @@ async fn read_rows(pg: &PgDatabase) -> Result<(Vec<ExportedOrder>, Vec<ExportedS
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", pg.describe()))?;
         let driver = tokio::spawn(connection);
-        let orders = client
-            .query(ORDERS_QUERY, &[])
-            .await
-            .context(ORDERS_QUERY)?;
-        let sales = client.query(SALES_QUERY, &[]).await.context(SALES_QUERY)?;
+        let p = &pg.prefix;
+        let orders_query = format!("SELECT order_id, sku, user_id, qty, state FROM {p}orders");
+        let sales_query = format!("SELECT sku, stock, remaining, reserved, paid FROM {p}sales");
+        let orders = (client.query(&orders_query, &[]).await).context(orders_query)?;
+        let sales = (client.query(&sales_query, &[]).await).context(sales_query)?;
         drop(client);
         // The connection ends once the client is gone; its error (if any)
         // came too late to matter to rows already read.
@@ -377,6 +404,12 @@ mod tests {
         let pg = PgDatabase::parse("postgres://flash:s3cret@db.example:6543/orders").unwrap();
         assert_eq!(pg.describe(), "db.example:6543/orders");
         assert!(!format!("{pg:?}").contains("s3cret"));
+        assert_eq!(pg.prefix(), TABLE_PREFIX_DEFAULT);
+        let pg = pg.clone().with_prefix("shop_2").unwrap();
+        assert_eq!(pg.prefix(), "shop_2");
+        for bad in ["", "1a", "A", "a;drop table x", &"a".repeat(33)] {
+            assert!(pg.clone().with_prefix(bad).is_err(), "{bad:?}");
+        }
         let err = PgDatabase::parse("postgres://flash:s3cret@db.example:notaport/x").unwrap_err();
         assert!(!format!("{err:#}").contains("s3cret"), "{err:#}");
     }

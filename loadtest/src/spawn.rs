@@ -109,6 +109,8 @@ pub struct SpawnOptions {
     /// `export.postgres_url` (a secret: passed in the environment, never
     /// written to the config file or printed).
     pub export_postgres_url: Option<String>,
+    /// `export.table_prefix`, with the URL.
+    pub export_table_prefix: Option<String>,
     /// `buyer_auth.secret`: jwt mode with it, body mode without (a secret
     /// too: in the environment only).
     pub jwt_secret: Option<String>,
@@ -175,6 +177,9 @@ pub async fn spawn_server(opts: &SpawnOptions) -> Result<Spawned> {
     let mut cmd = Command::new(&opts.bin);
     if let Some(url) = &opts.export_postgres_url {
         cmd.env("FLASHSALE_EXPORT_POSTGRES_URL", url);
+    }
+    if let Some(prefix) = &opts.export_table_prefix {
+        cmd.env("FLASHSALE_EXPORT_TABLE_PREFIX", prefix);
     }
     if let Some(secret) = &opts.jwt_secret {
         cmd.env("FLASHSALE_BUYER_AUTH_SECRET", secret);
