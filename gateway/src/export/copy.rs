@@ -7,8 +7,9 @@
 //! Why two paths: in a sale nearly every event is an admission, and a
 //! plain `COPY` of new rows skips the staging table's write and read and
 //! the upsert's speculative insertion per row. On a 2.2-million-admission
-//! log (`scripts/bench/export.sh`) it took the export from 107k to
-//! FRESH_FIGURE events/s. The upsert stays for everything that may meet a row:
+//! log, over one connection, it took the export from 21.3 to 20.0 s
+//! (BENCHMARKS.md, "What limits the export"). The upsert stays for
+//! everything that may meet a row:
 //! updates, snapshots, and any batch after a failure, when what committed
 //! is unknown until the database is asked again.
 //!
