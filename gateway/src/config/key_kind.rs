@@ -99,3 +99,8 @@ impl ConfigKey {
         format!("FLASHSALE_{}_{}", self.section, self.name).to_ascii_uppercase()
     }
 }
+
+/// A value that `set` narrows to `u32`; the key's range guarantees it fits.
+pub(super) fn narrow(v: u64) -> u32 {
+    u32::try_from(v).expect("the key's declared range fits u32")
+}

@@ -21,6 +21,8 @@ use persistence::{FsyncMode, WalConfig};
 pub use super::key_kind::{ConfigKey, KeyKind};
 
 use super::buyer_keys::BUYER_AUTH_KEYS;
+use super::dashboard_keys::DASHBOARD_KEYS;
+use super::key_kind::narrow;
 use super::types::TrustedProxies;
 use crate::export::{
     TablePrefix, LANES_MAX, STATEMENT_TIMEOUT_DEFAULT, TABLE_PREFIX_DEFAULT, TABLE_PREFIX_LEN_MAX,
@@ -67,17 +69,14 @@ pub const NOT_CONFIG_VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
-/// A value that `set` narrows to `u32`; the key's range guarantees it fits.
-fn narrow(v: u64) -> u32 {
-    u32::try_from(v).expect("the key's declared range fits u32")
-}
-
 /// Every key, in the order of `config.toml` and the start-up log: the
-/// serving keys, `[buyer_auth]` (`buyer_keys.rs`), then the storage keys.
+/// serving keys, `[buyer_auth]` (`buyer_keys.rs`), the storage keys, then
+/// `[dashboard]` (`dashboard_keys.rs`).
 pub static KEYS: LazyLock<Vec<&'static ConfigKey>> = LazyLock::new(|| {
     (SERVING_KEYS.iter())
         .chain(BUYER_AUTH_KEYS)
         .chain(STORAGE_KEYS)
+        .chain(DASHBOARD_KEYS)
         .collect()
 });
 
@@ -303,7 +302,7 @@ static SERVING_KEYS: &[ConfigKey] = &[
     },
 ];
 
-/// The log, the export and the dashboard, after `[buyer_auth]`.
+/// The log and the export, after `[buyer_auth]`.
 static STORAGE_KEYS: &[ConfigKey] = &[
     // [wal]: defaults and minimums are persistence's own consts.
     ConfigKey {
@@ -518,78 +517,6 @@ static STORAGE_KEYS: &[ConfigKey] = &[
             set: |c, v| c.export.statement_timeout = Duration::from_millis(v),
             // At most an hour by the range above, so it fits.
             get: |c| c.export.statement_timeout.as_millis() as u64,
-        },
-    },
-    // [dashboard]
-    ConfigKey {
-        section: "dashboard",
-        name: "interval_ms",
-        doc: "Period of the dashboard's snapshot: the stream sends each, /v1/admin/stats answers the latest.",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 1_000,
-            min: 10,
-            max: 60_000,
-            zero_allowed: false,
-            set: |c, v| c.dashboard.interval = Duration::from_millis(v),
-            // At most a minute by the range above, so it fits.
-            get: |c| c.dashboard.interval.as_millis() as u64,
-        },
-    },
-    ConfigKey {
-        section: "dashboard",
-        name: "stream_subscribers_max",
-        doc: "Subscribers of /v1/admin/stream at once; one more gets 503.",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 8,
-            min: 1,
-            max: 1_024,
-            zero_allowed: false,
-            set: |c, v| c.dashboard.stream_subscribers_max = narrow(v),
-            get: |c| u64::from(c.dashboard.stream_subscribers_max),
-        },
-    },
-    ConfigKey {
-        section: "dashboard",
-        name: "stream_buffer_snapshots",
-        doc: "Snapshots queued for a stream subscriber that has not taken them; one more and it is dropped.",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 4,
-            min: 1,
-            max: 64,
-            zero_allowed: false,
-            set: |c, v| c.dashboard.stream_buffer_snapshots = narrow(v),
-            get: |c| u64::from(c.dashboard.stream_buffer_snapshots),
-        },
-    },
-    ConfigKey {
-        section: "dashboard",
-        name: "sales_max",
-        doc: "Most sales a snapshot shows (the newest).",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 32,
-            min: 1,
-            max: 1_024,
-            zero_allowed: false,
-            set: |c, v| c.dashboard.sales_max = narrow(v),
-            get: |c| u64::from(c.dashboard.sales_max),
-        },
-    },
-    ConfigKey {
-        section: "dashboard",
-        name: "history_points",
-        doc: "Chart points (one per snapshot) a new stream subscriber gets first; 0 = none.",
-        secret: false,
-        kind: KeyKind::Unsigned {
-            default: 300,
-            min: 0,
-            max: 3_600,
-            zero_allowed: true,
-            set: |c, v| c.dashboard.history_points = narrow(v),
-            get: |c| u64::from(c.dashboard.history_points),
         },
     },
 ];

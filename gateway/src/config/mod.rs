@@ -11,11 +11,12 @@
 //! `engine::MAX_ORDERS_PER_SALE_DEFAULT`), named in the table, not copied.
 //!
 //! Files: `types.rs` the typed configs and the error; `key_kind.rs` what a
-//! key is; `keys.rs` the table (its `[buyer_auth]` part in `buyer_keys.rs`); `load.rs` the loader and the log line.
-//! Imports go one way (types <- key_kind <- buyer_keys <- keys <- load), so no two files
+//! key is; `keys.rs` the table (its `[buyer_auth]` and `[dashboard]` parts in `buyer_keys.rs` and `dashboard_keys.rs`); `load.rs` the loader and the log line.
+//! Imports go one way (types <- key_kind <- buyer_keys, dashboard_keys <- keys <- load), so no two files
 //! import each other.
 
 mod buyer_keys;
+mod dashboard_keys;
 mod key_kind;
 mod keys;
 mod load;
