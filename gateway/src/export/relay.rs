@@ -330,11 +330,12 @@ impl Session<'_> {
     /// Tells the status, and the log once per change, whether the relay
     /// yields to a rush.
     fn note_yielding(&self, yields: bool) {
-        let was = self.status.snapshot(0).yielding;
-        if self.status.set_yielding(yields) {
-            tracing::info!("export: yielding to a rush of purchases; it catches up after");
-        } else if was && !yields {
-            tracing::info!("export: the rush is over; catching up at full speed");
+        match (self.status.set_yielding(yields), yields) {
+            (false, true) => {
+                tracing::info!("export: yielding to a rush of purchases; it catches up after")
+            }
+            (true, false) => tracing::info!("export: the rush is over; catching up at full speed"),
+            (false, false) | (true, true) => {}
         }
     }
 
@@ -357,32 +358,26 @@ impl Session<'_> {
         } = lanes;
         let started = Instant::now();
         let last_lsn = rows.last_lsn;
-        let mut parts: Vec<(usize, BatchRows)> = (rows.split_lanes(exporters.len()))
-            .into_iter()
+        let parts = rows.split_lanes(exporters.len());
+        let lanes: Vec<(usize, &mut PgExporter, BatchRows)> = (exporters.iter_mut().zip(parts))
             .enumerate()
-            .filter(|(k, part)| part.needs_writing(cursors[*k]))
+            .filter(|(k, (_, part))| part.needs_writing(cursors[*k]))
+            .map(|(k, (exporter, part))| (k, exporter, part))
             .collect();
-        if parts.is_empty() {
+        if lanes.is_empty() {
             return true;
         }
-        let n: u64 = (parts.iter())
-            .map(|(_, p)| (p.sales.len() + p.orders.len()) as u64)
+        let n: u64 = (lanes.iter())
+            .map(|(_, _, p)| (p.sales.len() + p.orders.len()) as u64)
             .sum();
-        let writes = exporters
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(k, exporter)| {
-                let i = parts.iter().position(|(lane, _)| *lane == k)?;
-                Some((k, exporter, parts.swap_remove(i).1))
-            })
-            .map(|(k, exporter, part)| {
-                let stop = stop.clone();
-                async move {
-                    let stream = lane_stream(STREAM, k);
-                    self.write_lane(exporter, &stream, &part, stop, health, backoff)
-                        .await
-                }
-            });
+        let writes = lanes.into_iter().map(|(k, exporter, part)| {
+            let stop = stop.clone();
+            async move {
+                let stream = lane_stream(STREAM, k);
+                self.write_lane(exporter, &stream, &part, stop, health, backoff)
+                    .await
+            }
+        });
         let written = if one_at_a_time {
             let mut all = true;
             for write in writes {

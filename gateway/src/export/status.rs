@@ -47,9 +47,9 @@ impl ExportStatus {
         self.up.store(up, Ordering::Relaxed);
     }
 
-    /// Whether the relay yields to a rush; true when it started to.
+    /// Whether the relay yields to a rush; returns whether it did before.
     pub fn set_yielding(&self, yielding: bool) -> bool {
-        !self.yielding.swap(yielding, Ordering::Relaxed) && yielding
+        self.yielding.swap(yielding, Ordering::Relaxed)
     }
 
     /// The cursor last committed in (or read from) PostgreSQL.
@@ -179,6 +179,19 @@ mod tests {
         s.log_at(15, 3_000);
         let snap = s.snapshot(5_000);
         assert_eq!((snap.lag_records, snap.lag_seconds), (5, 3.0));
+    }
+
+    #[test]
+    fn yielding_shows_on_metrics_and_json() {
+        let s = ExportStatus::default();
+        assert!(!s.set_yielding(true), "was not yielding");
+        let mut out = String::new();
+        s.render(&mut out, 0);
+        assert!(out.contains("\nflashsale_export_yielding 1\n"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&s.json(0, true)).unwrap();
+        assert_eq!(v["yielding"], true);
+        assert!(s.set_yielding(false), "was yielding");
+        assert!(!s.snapshot(0).yielding);
     }
 
     #[test]
