@@ -118,72 +118,48 @@ impl TrustedProxies {
     }
 }
 
-/// How a buyer proves who they are (`[buyer_auth] mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BuyerAuthMode {
-    /// `Authorization: Bearer <JWT>`; the user is the token's `sub`.
-    Jwt,
-    /// An upstream gateway authenticated the buyer and names them in a header.
-    Header,
-    /// The client names itself in the body or query: benchmarks and tests.
-    Body,
+engine::labelled_enum! {
+    /// How a buyer proves who they are (`[buyer_auth] mode`).
+    pub enum BuyerAuthMode {
+        /// `Authorization: Bearer <JWT>`; the user is the token's `sub`.
+        Jwt => "jwt",
+        /// An upstream gateway authenticated the buyer and names them in a header.
+        Header => "header",
+        /// The client names itself in the body or query: benchmarks and tests.
+        Body => "body",
+    }
 }
 
 impl BuyerAuthMode {
-    pub const ALL: [BuyerAuthMode; 3] = [
-        BuyerAuthMode::Jwt,
-        BuyerAuthMode::Header,
-        BuyerAuthMode::Body,
-    ];
     /// The names the key takes, in `ALL` order.
-    pub const NAMES: [&'static str; 3] = [
+    pub const NAMES: [&'static str; Self::COUNT] = [
         Self::ALL[0].as_str(),
         Self::ALL[1].as_str(),
         Self::ALL[2].as_str(),
     ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            BuyerAuthMode::Jwt => "jwt",
-            BuyerAuthMode::Header => "header",
-            BuyerAuthMode::Body => "body",
-        }
-    }
 
     pub fn named(name: &str) -> Option<BuyerAuthMode> {
         Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
 }
 
-/// The one signature algorithm tokens must use; a token's own `alg` header
-/// never chooses it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JwtAlgorithm {
-    Hs256,
-    EdDsa,
-    Es256,
+engine::labelled_enum! {
+    /// The one signature algorithm tokens must use; a token's own `alg`
+    /// header never chooses it.
+    pub enum JwtAlgorithm {
+        Hs256 => "HS256",
+        EdDsa => "EdDSA",
+        Es256 => "ES256",
+    }
 }
 
 impl JwtAlgorithm {
-    pub const ALL: [JwtAlgorithm; 3] = [
-        JwtAlgorithm::Hs256,
-        JwtAlgorithm::EdDsa,
-        JwtAlgorithm::Es256,
-    ];
     /// The names the key takes, in `ALL` order.
-    pub const NAMES: [&'static str; 3] = [
+    pub const NAMES: [&'static str; Self::COUNT] = [
         Self::ALL[0].as_str(),
         Self::ALL[1].as_str(),
         Self::ALL[2].as_str(),
     ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            JwtAlgorithm::Hs256 => "HS256",
-            JwtAlgorithm::EdDsa => "EdDSA",
-            JwtAlgorithm::Es256 => "ES256",
-        }
-    }
 
     pub fn named(name: &str) -> Option<JwtAlgorithm> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
